@@ -1,0 +1,60 @@
+"""npipes: message passing between processes on one machine.
+
+Windows named pipes and Unix domain sockets behind one API, with a specified
+wire format (docs/protocol.md) and an optional CRC-32::
+
+    import npipes
+    with npipes.listen("jobs") as listener, listener.accept() as conn:
+        print(conn.recv())
+    # elsewhere
+    with npipes.connect("jobs") as conn:
+        conn.send("hello")
+"""
+
+from __future__ import annotations
+
+from ._backend import PeerInfo
+from ._frame import DEFAULT_MAX_MESSAGE_SIZE
+from .connection import Connection, Listener, connect, listen
+from .errors import (
+    AuthenticationError,
+    BufferTooSmallError,
+    ChecksumError,
+    ConnectionClosedError,
+    IncompleteMessageError,
+    InvalidPipeNameError,
+    MessageTooLargeError,
+    NpipesError,
+    PipeBusyError,
+    PipeInUseError,
+    PipeNotFoundError,
+    PipePermissionError,
+    PipeTimeoutError,
+    ProtocolError,
+)
+
+__version__ = "2.0.0.dev0"
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "AuthenticationError",
+    "BufferTooSmallError",
+    "ChecksumError",
+    "Connection",
+    "ConnectionClosedError",
+    "IncompleteMessageError",
+    "InvalidPipeNameError",
+    "Listener",
+    "MessageTooLargeError",
+    "NpipesError",
+    "PeerInfo",
+    "PipeBusyError",
+    "PipeInUseError",
+    "PipeNotFoundError",
+    "PipePermissionError",
+    "PipeTimeoutError",
+    "ProtocolError",
+    "__version__",
+    "connect",
+    "listen",
+]

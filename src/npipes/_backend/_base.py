@@ -1,0 +1,112 @@
+"""The small interface every platform backend implements.
+
+Backends move bytes and wait; they never frame. Front ends (connection.py,
+aio.py, ipc.py) see only these names, so they never branch on the platform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, final, runtime_checkable
+
+if TYPE_CHECKING:
+    from npipes._deadline import Deadline
+    from npipes._names import Address
+    from npipes._types import Buffer
+
+__all__ = ["ListenOptions", "PeerInfo", "RawListener", "RawStream"]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """Who is on the other end of a connection, as the OS reports it.
+
+    Attributes:
+        pid: the peer's process id, when the OS tells.
+        uid: the peer's user id (POSIX).
+        gid: the peer's primary group id (POSIX).
+        sid: the peer's user SID as a string (Windows), when readable.
+    """
+
+    pid: int | None
+    uid: int | None = None
+    gid: int | None = None
+    sid: str | None = None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ListenOptions:
+    """Backend settings of a listener.
+
+    Attributes:
+        allow_other_users: accept peers running as another user (POSIX: skip
+            the uid check; the socket file is then made 0666).
+        backlog: connections the OS queues before ``accept`` (POSIX).
+    """
+
+    allow_other_users: bool = False
+    backlog: int = 128
+
+
+class RawStream(Protocol):
+    """One connected, duplex byte stream."""
+
+    @property
+    def peer(self) -> PeerInfo: ...
+
+    def recv_into(self, buffer: memoryview, deadline: Deadline) -> int:
+        """Read at least one byte into ``buffer``; 0 means end of stream.
+
+        Raises:
+            PipeTimeoutError: the deadline passed with nothing read.
+            ConnectionClosedError: the stream broke or was closed locally.
+        """
+        ...
+
+    def send(self, buffers: Sequence[Buffer], deadline: Deadline) -> None:
+        """Write all ``buffers`` in order, as one unit if the OS allows.
+
+        Raises:
+            PipeTimeoutError: the deadline passed; ``partial`` says whether
+                some bytes went out.
+            ConnectionClosedError: the peer is gone.
+        """
+        ...
+
+    def close(self) -> None:
+        """Close; idempotent. Wakes a ``recv_into`` blocked in another thread."""
+        ...
+
+
+@runtime_checkable
+class RawListener(Protocol):
+    """A bound, listening endpoint."""
+
+    @property
+    def address(self) -> str: ...
+
+    def accept(self, deadline: Deadline) -> RawStream:
+        """Wait for the next peer.
+
+        Raises:
+            PipeTimeoutError: nobody came before the deadline.
+            ConnectionClosedError: the listener was closed (also from another thread).
+        """
+        ...
+
+    def close(self) -> None:
+        """Stop listening and remove the endpoint; idempotent, thread-safe."""
+        ...
+
+
+class Backend(Protocol):
+    """What ``npipes._backend`` exports for the current platform."""
+
+    def listen(self, address: Address, options: ListenOptions) -> RawListener: ...
+
+    def connect(
+        self, address: Address, deadline: Deadline, *, wait_for_listener: bool
+    ) -> RawStream: ...

@@ -1,0 +1,512 @@
+"""POSIX backend: Unix domain stream sockets (the only AF_UNIX user in npipes).
+
+Strategy:
+- Sockets stay in blocking mode. A call without a deadline blocks in the
+  kernel (one syscall, the fastest path); a call with a deadline uses
+  ``MSG_DONTWAIT`` plus ``poll`` on that call only, so a timed ``recv`` in one
+  thread never changes how a concurrent ``send`` in another thread behaves
+  (``settimeout`` would: it is per socket).
+- ``accept`` polls the socket and a wake-up pipe, so ``close()`` from another
+  thread ends it at once; Ctrl+C interrupts ``poll`` as usual (PEP 475).
+- Endpoint safety: the socket file is created 0600 in a private 0700
+  directory, then renamed into place, so it never exists with wider access;
+  an advisory lock next to it (``NAME.sock.lock``, held for the listener's
+  lifetime) decides which of two racing processes listens; a socket file
+  whose owner died is detected (connect refused) and replaced; a live one
+  never is. On close, the socket file is removed only if it is still ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import select
+import socket
+import stat
+import struct
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final, final
+
+from npipes._names import SUN_PATH_MAX
+from npipes.errors import (
+    ConnectionClosedError,
+    NpipesError,
+    PipeInUseError,
+    PipePermissionError,
+    PipeTimeoutError,
+    translate_os_error,
+)
+
+from ._base import ListenOptions, PeerInfo
+
+if TYPE_CHECKING:
+    from npipes._deadline import Deadline
+    from npipes._names import Address
+    from npipes._types import Buffer
+
+assert sys.platform != "win32"
+
+__all__ = ["UnixListener", "UnixStream", "connect", "listen"]
+
+_MSG_NOSIGNAL: Final = getattr(socket, "MSG_NOSIGNAL", 0)
+_SEND_FLAGS: Final = _MSG_NOSIGNAL
+_SEND_FLAGS_NOWAIT: Final = _MSG_NOSIGNAL | socket.MSG_DONTWAIT
+# Poll results that mean "go ahead and try the call": it will then succeed or
+# report the real error.
+_READY_IN: Final = select.POLLIN | select.POLLHUP | select.POLLERR | select.POLLNVAL
+_READY_OUT: Final = select.POLLOUT | select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
+def _peer_credentials(sock: socket.socket) -> PeerInfo:
+    """pid/uid/gid of the peer: SO_PEERCRED (Linux) or LOCAL_PEERCRED/LOCAL_PEERPID (macOS)."""
+    so_peercred = getattr(socket, "SO_PEERCRED", None)
+    if so_peercred is not None:
+        raw = sock.getsockopt(socket.SOL_SOCKET, so_peercred, struct.calcsize("3i"))
+        pid, uid, gid = struct.unpack("3i", raw)
+        return PeerInfo(pid=pid, uid=uid, gid=gid)
+    if sys.platform == "darwin":  # pragma: no cover - not run on Linux CI
+        sol_local, local_peercred, local_peerpid = 0, 0x001, 0x002
+        # struct xucred { u_int cr_version; uid_t cr_uid; short cr_ngroups; gid_t cr_groups[16]; }
+        raw = sock.getsockopt(sol_local, local_peercred, struct.calcsize("IIh2x16I"))
+        fields = struct.unpack("IIh2x16I", raw)
+        uid, ngroups, gid = fields[1], fields[2], fields[3]
+        pid_raw = sock.getsockopt(sol_local, local_peerpid, struct.calcsize("i"))
+        return PeerInfo(pid=struct.unpack("i", pid_raw)[0], uid=uid, gid=gid if ngroups else None)
+    uid, gid = _getpeereid(sock)  # pragma: no cover - BSDs
+    return PeerInfo(pid=None, uid=uid, gid=gid)  # pragma: no cover
+
+
+def _getpeereid(sock: socket.socket) -> tuple[int | None, int | None]:  # pragma: no cover
+    return None, None
+
+
+def _poll(sock: socket.socket, events: int, deadline: Deadline, what: str) -> None:
+    """Wait until ``sock`` is ready for ``events`` or raise PipeTimeoutError."""
+    poller = select.poll()
+    poller.register(sock, events)
+    if not poller.poll(deadline.remaining_ms()):
+        raise PipeTimeoutError(
+            f"{what} timed out after {deadline.timeout} s", timeout=deadline.timeout
+        )
+
+
+@final
+class UnixStream:
+    """A connected Unix domain stream socket."""
+
+    def __init__(self, sock: socket.socket, peer: PeerInfo, address: str) -> None:
+        self._sock = sock
+        self._peer = peer
+        self._address = address
+        self._closed = False
+        sock.setblocking(True)
+
+    @property
+    def peer(self) -> PeerInfo:
+        return self._peer
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def _error(self, exc: OSError, what: str) -> NpipesError:
+        if self._closed:
+            return ConnectionClosedError("the connection was closed", address=self._address)
+        return translate_os_error(exc, what, address=self._address)
+
+    def recv_into(self, buffer: memoryview, deadline: Deadline) -> int:
+        sock = self._sock
+        try:
+            if deadline.timeout is None:
+                count = sock.recv_into(buffer)
+            else:
+                while True:
+                    try:
+                        count = sock.recv_into(buffer, 0, socket.MSG_DONTWAIT)
+                        break
+                    except BlockingIOError:
+                        _poll(sock, _READY_IN, deadline, "recv")
+        except PipeTimeoutError:
+            raise
+        except OSError as exc:
+            raise self._error(exc, "recv") from exc
+        if count == 0 and self._closed:
+            raise ConnectionClosedError("the connection was closed", address=self._address)
+        return count
+
+    def send(self, buffers: Sequence[Buffer], deadline: Deadline) -> None:
+        sock = self._sock
+        blocking = deadline.timeout is None
+        flags = _SEND_FLAGS if blocking else _SEND_FLAGS_NOWAIT
+        views = [memoryview(b).cast("B") for b in buffers if memoryview(b).nbytes]
+        total = sum(v.nbytes for v in views)
+        sent_total = 0
+        try:
+            while views:
+                try:
+                    if len(views) == 1:
+                        sent = sock.send(views[0], flags)
+                    else:
+                        sent = sock.sendmsg(views, (), flags)
+                except BlockingIOError:
+                    _poll(sock, _READY_OUT, deadline, "send")
+                    continue
+                sent_total += sent
+                # Drop what went out; a partial write leaves a tail to resend.
+                while views and sent >= views[0].nbytes:
+                    sent -= views[0].nbytes
+                    views.pop(0)
+                if sent:
+                    views[0] = views[0][sent:]
+        except PipeTimeoutError as exc:
+            exc.partial = 0 < sent_total < total
+            raise
+        except OSError as exc:
+            raise self._error(exc, "send") from exc
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # shutdown() wakes a recv blocked in another thread; close() alone does not.
+        with contextlib.suppress(OSError):  # already disconnected
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn(f"unclosed npipes stream {self._address!r}", ResourceWarning, 2)
+            self.close()
+
+
+# -- endpoint safety ----------------------------------------------------------
+
+
+def ensure_private_dir(path: str, *, create: bool) -> None:
+    """Make sure ``path`` is a directory only we control (creating it 0700).
+
+    Raises:
+        PipePermissionError: it is not a directory, is a symlink, belongs to
+            another user, or others can write to it.
+    """
+    if create:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise translate_os_error(exc, "create directory", address=path) from exc
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return  # connect: nothing there yet, the socket lookup reports it
+    if not stat.S_ISDIR(st.st_mode):
+        raise PipePermissionError(
+            f"{path} is not a directory (a symlink or file is there); remove it so npipes"
+            " can create its private directory",
+            address=path,
+        )
+    if st.st_uid != os.getuid():
+        raise PipePermissionError(
+            f"{path} belongs to uid {st.st_uid}, not to you (uid {os.getuid()}); another"
+            " user may be squatting it. Remove it, or set XDG_RUNTIME_DIR.",
+            address=path,
+        )
+    if st.st_mode & 0o022:
+        raise PipePermissionError(
+            f"{path} is writable by other users (mode {stat.S_IMODE(st.st_mode):o});"
+            f" run 'chmod 700 {path}' or remove it",
+            address=path,
+        )
+
+
+def _probe_live(path: str) -> bool:
+    """True if something accepts connections at ``path``; False if stale or absent."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except TimeoutError:
+        return True  # alive, backlog full
+    except OSError as exc:
+        return exc.errno == errno.EAGAIN  # EAGAIN: alive, backlog full
+    else:
+        return True
+    finally:
+        probe.close()
+
+
+def _lock_endpoint(path: str) -> int:
+    """Take the advisory lock of ``path`` for this listener's lifetime; return its fd."""
+    lock_path = path + ".lock"
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise translate_os_error(exc, "create lock file", address=lock_path) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise PipeInUseError(
+                f"another process is listening on {path}; pick another name or stop it",
+                address=path,
+            ) from None
+        # A closing listener unlinks the lock file: make sure ours is the live one.
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+_umask_lock = threading.Lock()
+
+
+def _bind_private(sock: socket.socket, path: str, mode: int, backlog: int) -> None:
+    """Bind and listen at ``path`` so the socket file never has wider access than ``mode``.
+
+    The file is created inside a fresh 0700 directory next to ``path``,
+    chmod-ed, then renamed into place (atomically replacing a stale file), so
+    it is reachable only once it is listening and has its final mode.
+    """
+    parent = os.path.dirname(path) or "."
+    tmpdir = tempfile.mkdtemp(prefix=".", dir=parent)
+    tmp = os.path.join(tmpdir, "s")
+    try:
+        if len(os.fsencode(tmp)) > SUN_PATH_MAX:
+            # No room for the temporary name: create in place under a tight umask.
+            with _umask_lock:
+                old = os.umask(0o777 & ~mode)
+                try:
+                    if os.path.lexists(path):
+                        os.unlink(path)  # stale (checked by the caller, under the lock)
+                    sock.bind(path)
+                finally:
+                    os.umask(old)
+            sock.listen(backlog)
+            return
+        sock.bind(tmp)
+        os.chmod(tmp, mode)
+        sock.listen(backlog)
+        os.rename(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.rmdir(tmpdir)
+
+
+@final
+class UnixListener:
+    """A listening Unix domain socket with an owner lock and a wake-up pipe."""
+
+    def __init__(self, address: Address, options: ListenOptions) -> None:
+        self._closed = True  # until fully set up, so __del__/close are safe
+        self._address = address.path
+        self._options = options
+        self._uid = os.getuid()
+        self._lock = threading.Lock()
+        self._waiters = 0
+        if address.private_dir is not None:
+            ensure_private_dir(address.private_dir, create=True)
+        self._lock_fd = _lock_endpoint(self._address)
+        try:
+            self._sock = self._bind(options)
+            self._inode = os.stat(self._address).st_ino
+        except BaseException:
+            self._release_lock()
+            raise
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._closed = False
+
+    def _bind(self, options: ListenOptions) -> socket.socket:
+        path = self._address
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            if not stat.S_ISSOCK(st.st_mode):
+                raise PipeInUseError(
+                    f"{path} exists and is not a socket; remove it or use another name",
+                    address=path,
+                )
+            if _probe_live(path):
+                raise PipeInUseError(
+                    f"a listener that does not hold the npipes lock serves {path};"
+                    " stop it or use another name",
+                    address=path,
+                )
+            # Otherwise a dead listener left it: the rename below replaces it.
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            mode = 0o666 if options.allow_other_users else 0o600
+            _bind_private(sock, path, mode, options.backlog)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            raise translate_os_error(exc, "listen", address=path) from exc
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def accept(self, deadline: Deadline) -> UnixStream:
+        with self._lock:
+            if self._closed:
+                raise ConnectionClosedError("the listener is closed", address=self._address)
+            self._waiters += 1
+        try:
+            poller = select.poll()
+            poller.register(self._sock, select.POLLIN)
+            poller.register(self._wake_r, select.POLLIN)
+            while True:
+                ready = poller.poll(deadline.remaining_ms())
+                if self.closed:  # close() from another thread woke us
+                    raise ConnectionClosedError("the listener was closed", address=self._address)
+                if not ready:
+                    raise PipeTimeoutError(
+                        f"no client connected to {self._address} within {deadline.timeout} s",
+                        timeout=deadline.timeout,
+                        address=self._address,
+                    )
+                try:
+                    sock, _ = self._sock.accept()
+                except BlockingIOError:
+                    continue  # another thread took it
+                except OSError as exc:
+                    if self._closed:
+                        raise ConnectionClosedError(
+                            "the listener was closed", address=self._address
+                        ) from exc
+                    raise translate_os_error(exc, "accept", address=self._address) from exc
+                stream = self._admit(sock)
+                if stream is not None:
+                    return stream
+        finally:
+            with self._lock:
+                self._waiters -= 1
+                if self._waiters == 0 and self.closed:
+                    self._close_wake()
+
+    def _admit(self, sock: socket.socket) -> UnixStream | None:
+        try:
+            peer = _peer_credentials(sock)
+        except OSError:
+            sock.close()
+            return None  # the client already left
+        if not self._options.allow_other_users and peer.uid not in (None, self._uid):
+            # Another user reached the socket (e.g. its mode was changed): refuse at once.
+            sock.close()
+            return None
+        return UnixStream(sock, peer, self._address)
+
+    def _close_wake(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
+
+    def _release_lock(self) -> None:
+        lock_path = self._address + ".lock"
+        try:
+            if os.stat(lock_path).st_ino == os.fstat(self._lock_fd).st_ino:
+                os.unlink(lock_path)
+        except OSError:
+            pass
+        os.close(self._lock_fd)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            with contextlib.suppress(OSError):  # pipe full: a wake-up is pending anyway
+                os.write(self._wake_w, b"x")
+            # Remove the socket file only if it is still ours (same inode).
+            try:
+                if os.stat(self._address).st_ino == self._inode:
+                    os.unlink(self._address)
+            except OSError:
+                pass
+            self._sock.close()
+            self._release_lock()
+            if self._waiters == 0:
+                self._close_wake()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn(f"unclosed npipes listener {self._address!r}", ResourceWarning, 2)
+            self.close()
+
+
+def listen(address: Address, options: ListenOptions) -> UnixListener:
+    """Listen on ``address`` (see :class:`UnixListener`)."""
+    return UnixListener(address, options)
+
+
+def connect(address: Address, deadline: Deadline, *, wait_for_listener: bool) -> UnixStream:
+    """Connect to ``address``; with ``wait_for_listener``, retry until it appears or time runs out.
+
+    Raises:
+        PipeNotFoundError: nobody listens (at once, unless waiting).
+        PipeBusyError: the listener's backlog stayed full until the deadline.
+        PipePermissionError: the socket or its directory belongs to another user.
+        PipeTimeoutError: waiting for the listener outlasted the deadline.
+    """
+    path = address.path
+    if address.private_dir is not None:
+        ensure_private_dir(address.private_dir, create=False)
+    pause = 0.001
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            remaining = deadline.remaining()
+            sock.settimeout(remaining)
+            sock.connect(path)
+            sock.settimeout(None)
+            return UnixStream(sock, _peer_credentials(sock), path)
+        except OSError as exc:
+            sock.close()
+            if isinstance(exc, TimeoutError) or exc.errno == errno.ETIMEDOUT:
+                raise PipeTimeoutError(
+                    f"connect to {path} timed out after {deadline.timeout} s",
+                    timeout=deadline.timeout,
+                    address=path,
+                ) from exc
+            retry = exc.errno == errno.EAGAIN or (
+                wait_for_listener and exc.errno in (errno.ENOENT, errno.ECONNREFUSED)
+            )
+            if not retry or deadline.expired():
+                if retry and wait_for_listener:
+                    raise PipeTimeoutError(
+                        f"no listener appeared at {path} within {deadline.timeout} s",
+                        timeout=deadline.timeout,
+                        address=path,
+                    ) from exc
+                raise translate_os_error(exc, "connect", address=path) from exc
+        except BaseException:
+            sock.close()
+            raise
+        left = deadline.remaining()
+        time.sleep(pause if left is None else min(pause, left))
+        pause = min(pause * 2, 0.05)

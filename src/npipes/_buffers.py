@@ -1,0 +1,65 @@
+"""Allocate a ``bytes`` object of exact size that a transport can read into.
+
+``recv()`` returns ``bytes``. Reading an N-byte message into a ``bytearray``
+and converting it costs 2N of memory; instead, on CPython, we create the
+``bytes`` object uninitialised (``PyBytes_FromStringAndSize(NULL, n)``, the
+C API's documented way to build bytes in place) and hand out a writable view
+of its storage. The object is not shared with anyone until it is full, and its
+hash is not yet computed, so nothing can observe the writes. Elsewhere we fall
+back to ``bytearray`` plus one copy.
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["allocate"]
+
+# Below this size a copy is cheaper than the ctypes calls.
+_MIN_INPLACE = 64 * 1024
+
+
+def _fallback(size: int) -> tuple[bytes | bytearray, memoryview]:
+    buf = bytearray(size)
+    return buf, memoryview(buf)
+
+
+def _make_inplace() -> object:
+    if sys.implementation.name != "cpython":
+        return None
+    try:
+        import ctypes
+
+        new = ctypes.pythonapi.PyBytes_FromStringAndSize
+        new.restype = ctypes.py_object
+        new.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
+        offset = bytes.__basicsize__ - 1  # ob_sval: the last member of PyBytesObject
+
+        def inplace(size: int) -> tuple[bytes, memoryview]:
+            obj: bytes = new(None, size)
+            array = (ctypes.c_char * size).from_address(id(obj) + offset)
+            return obj, memoryview(array).cast("B")
+
+        # Prove it on this interpreter before trusting it.
+        probe, view = inplace(_MIN_INPLACE)
+        view[:4] = b"npip"
+        view[-2:] = b"es"
+        if probe[:4] != b"npip" or probe[-2:] != b"es" or len(probe) != _MIN_INPLACE:
+            return None
+        return inplace
+    except Exception:  # noqa: BLE001 - any failure means: use the portable path
+        return None
+
+
+_inplace = _make_inplace()
+
+
+def allocate(size: int) -> tuple[bytes | bytearray, memoryview]:
+    """Return ``(obj, view)``: ``view`` writes into ``obj``, ``len(obj) == size``.
+
+    ``obj`` is ``bytes`` when it could be built in place (large sizes on
+    CPython), else a ``bytearray`` the caller converts with ``bytes()``.
+    """
+    if size >= _MIN_INPLACE and _inplace is not None:
+        return _inplace(size)  # type: ignore[operator,no-any-return]
+    return _fallback(size)

@@ -1,0 +1,462 @@
+"""Sans-I/O codec for the npipes v1 frame (docs/protocol.md).
+
+No sockets, handles, threads or clocks here: transports move bytes, this
+module decides what they mean.
+
+Encoding returns the header and trailer as separate small ``bytes`` and leaves
+the payload where it is, so a transport can write all three with one
+``sendmsg``/``WriteFile`` sequence without copying the payload.
+
+Decoding works like asyncio's ``BufferedProtocol``: the transport asks
+``get_buffer()`` where to put the next bytes, reads into it (``recv_into``)
+and reports ``buffer_updated(n)``. Small frames are parsed out of one 64 KiB
+read buffer, many per read. For a frame too big for that buffer the decoder
+allocates the payload object once, at its exact size, and ``get_buffer()``
+then points straight into it: an N-byte message costs N bytes and no joins.
+``feed_data()`` is the simple copying entry point for tests and callers
+without a buffer-aware transport.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, final
+
+from ._buffers import allocate
+from .errors import (
+    BufferTooSmallError,
+    ChecksumError,
+    ConnectionClosedError,
+    IncompleteMessageError,
+    MessageTooLargeError,
+    ProtocolError,
+)
+
+if TYPE_CHECKING:
+    from ._types import Buffer, Payload
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "FLAG_CRC",
+    "FLAG_TEXT",
+    "HEADER_SIZE",
+    "MAGIC",
+    "TRAILER_SIZE",
+    "VERSION",
+    "Frame",
+    "FrameDecoder",
+    "crc32",
+    "encode_frame",
+    "frame_parts",
+]
+
+MAGIC: Final = b"NP"
+VERSION: Final = 1
+FLAG_CRC: Final = 0x01
+FLAG_TEXT: Final = 0x02
+_KNOWN_FLAGS: Final = FLAG_CRC | FLAG_TEXT
+HEADER_SIZE: Final = 16
+TRAILER_SIZE: Final = 4
+DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 30  # 1 GiB
+READ_BUFFER_SIZE: Final = 64 * 1024
+
+_HEADER: Final = struct.Struct("<2sBBIQ")
+_TRAILER: Final = struct.Struct("<I")
+
+crc32 = zlib.crc32
+"""CRC-32/ISO-HDLC, the checksum of the CRC trailer (docs/protocol.md §CRC)."""
+
+
+def frame_parts(
+    data: Payload, *, crc: bool = False, max_size: int | None = None
+) -> tuple[bytes, Buffer, bytes]:
+    """Encode one message as ``(header, payload, trailer)`` without copying the payload.
+
+    Args:
+        data: ``str`` is sent as UTF-8 with the TEXT flag; any bytes-like object
+            (C-contiguous) as binary.
+        crc: append a CRC-32 trailer; ``trailer`` is ``b""`` otherwise.
+        max_size: refuse payloads above this many bytes.
+    Raises:
+        MessageTooLargeError: the payload is above ``max_size``; nothing was encoded.
+    """
+    flags = 0
+    payload: Buffer
+    if isinstance(data, str):
+        payload = data.encode("utf-8")
+        size = len(payload)
+        flags = FLAG_TEXT
+    elif isinstance(data, bytes):
+        payload = data
+        size = len(data)
+    else:
+        view = memoryview(data)
+        if view.itemsize != 1 or view.ndim != 1:
+            view = view.cast("B")
+        payload = view
+        size = view.nbytes
+    if max_size is not None and size > max_size:
+        raise MessageTooLargeError(
+            f"cannot send a {size}-byte message: max_message_size is {max_size}."
+            " Raise max_message_size on both sides, or split the message.",
+            size=size,
+            limit=max_size,
+        )
+    trailer = b""
+    if crc:
+        flags |= FLAG_CRC
+        trailer = _TRAILER.pack(crc32(payload))
+    return _HEADER.pack(MAGIC, VERSION, flags, 0, size), payload, trailer
+
+
+def encode_frame(data: Payload, *, crc: bool = False) -> bytes:
+    """Encode one message as a complete frame (a copy; see :func:`frame_parts`)."""
+    return b"".join(frame_parts(data, crc=crc))
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded message.
+
+    Attributes:
+        message: ``str`` for a TEXT frame, else ``bytes``.
+        size: payload size in bytes.
+        crc: whether the frame carried a (verified) CRC-32.
+    """
+
+    message: bytes | str
+    size: int
+    crc: bool
+
+
+# Decoder states.
+_HEADER_STATE: Final = 0  # waiting for a 16-byte header
+_BODY: Final = 1  # small frame: payload + trailer come through the read buffer
+_PAYLOAD: Final = 2  # large frame: payload goes straight into its own object
+_TRAILER_STATE: Final = 3  # large frame: waiting for the 4-byte CRC
+_BROKEN: Final = 4  # framing lost; every call raises
+
+
+@final
+class FrameDecoder:
+    """Incremental decoder of a stream of v1 frames.
+
+    Args:
+        max_message_size: largest payload accepted, in bytes; None for no limit.
+        require_crc: raise :class:`ChecksumError` for frames without a CRC.
+        buffer_size: size of the read buffer small frames are parsed from.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        require_crc: bool = False,
+        buffer_size: int = READ_BUFFER_SIZE,
+    ) -> None:
+        if buffer_size < HEADER_SIZE + TRAILER_SIZE:
+            raise ValueError(f"buffer_size must be at least {HEADER_SIZE + TRAILER_SIZE}")
+        self.max_message_size = max_message_size
+        self.require_crc = require_crc
+        self._buf = bytearray(buffer_size)
+        self._start = 0  # first unparsed byte in _buf
+        self._end = 0  # one past the last received byte in _buf
+        self._state = _HEADER_STATE
+        self._eof = False
+        self._flags = 0
+        self._length = 0
+        self._target: bytes | bytearray | memoryview | None = None
+        self._target_view: memoryview | None = None
+        self._filled = 0
+        self._error: Exception | None = None
+
+    # -- state ------------------------------------------------------------
+
+    @property
+    def broken(self) -> bool:
+        """True after a fatal error: framing is lost and the stream must be closed."""
+        return self._state == _BROKEN
+
+    @property
+    def idle(self) -> bool:
+        """True between frames with nothing buffered (a clean place to stop)."""
+        return self._state == _HEADER_STATE and self._start == self._end
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as frames."""
+        extra = self._filled if self._state == _PAYLOAD else 0
+        return self._end - self._start + extra
+
+    def _fail(self, exc: Exception) -> Exception:
+        self._state = _BROKEN
+        self._error = exc
+        self._target = self._target_view = None
+        return exc
+
+    # -- input ------------------------------------------------------------
+
+    def get_buffer(self) -> memoryview:
+        """Return a writable view where the transport should put the next bytes."""
+        if self._state == _BROKEN:
+            raise self._broken_error()
+        if self._state == _PAYLOAD:
+            assert self._target_view is not None
+            return self._target_view[self._filled :]
+        if self._start == self._end:
+            self._start = self._end = 0
+        elif len(self._buf) - self._end < HEADER_SIZE + TRAILER_SIZE or self._needed_room():
+            self._compact()
+        return memoryview(self._buf)[self._end :]
+
+    def _needed_room(self) -> bool:
+        # A small frame's body must fit between _start and the buffer's end.
+        if self._state != _BODY:
+            return False
+        return self._start + self._length + self._trailer_size() > len(self._buf)
+
+    def _compact(self) -> None:
+        count = self._end - self._start
+        self._buf[:count] = self._buf[self._start : self._end]
+        self._start, self._end = 0, count
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """Record that the transport wrote ``nbytes`` into the last ``get_buffer()``."""
+        if nbytes < 0:
+            raise ValueError("nbytes must be >= 0")
+        if self._state == _PAYLOAD:
+            self._filled += nbytes
+            if self._filled > self._length:
+                raise ValueError("more bytes reported than the buffer had room for")
+        else:
+            self._end += nbytes
+            if self._end > len(self._buf):
+                raise ValueError("more bytes reported than the buffer had room for")
+
+    def feed_data(self, data: Buffer) -> None:
+        """Copy ``data`` into the decoder (any size; the buffer grows if needed)."""
+        if self._state == _BROKEN:
+            raise self._broken_error()
+        view = memoryview(data).cast("B")
+        if self._state == _PAYLOAD:
+            assert self._target_view is not None
+            take = min(len(view), self._length - self._filled)
+            self._target_view[self._filled : self._filled + take] = view[:take]
+            self._filled += take
+            view = view[take:]
+            if not view:
+                return
+            # The rest belongs to the trailer and following frames.
+        free = len(self._buf) - self._end
+        if len(view) > free:
+            kept = self._end - self._start
+            size = max(len(self._buf), kept + len(view))
+            new = bytearray(size)
+            new[:kept] = self._buf[self._start : self._end]
+            self._buf, self._start, self._end = new, 0, kept
+        self._buf[self._end : self._end + len(view)] = view
+        self._end += len(view)
+
+    def feed_eof(self) -> None:
+        """Record that the stream ended; ``next_frame`` reports it once drained."""
+        self._eof = True
+
+    # -- output -----------------------------------------------------------
+
+    def next_frame(self) -> Frame | None:
+        """Return the next complete frame, or None if more bytes are needed.
+
+        Raises:
+            ProtocolError: bad header (fatal) or bad UTF-8 in a TEXT frame (not fatal).
+            MessageTooLargeError: declared length above the limit (fatal).
+            ChecksumError: CRC mismatch or missing CRC under ``require_crc`` (not fatal).
+            ConnectionClosedError: the stream ended cleanly between frames.
+            IncompleteMessageError: the stream ended inside a frame (fatal).
+        """
+        payload = self._advance(None)
+        if payload is None:
+            return None
+        return self._finish(payload)
+
+    def next_frame_into(self, buffer: Buffer) -> tuple[int, bool, bool] | None:
+        """Like :meth:`next_frame`, but write the payload into ``buffer``.
+
+        Returns:
+            ``(size, text, crc)`` once a frame is complete, else None.
+        Raises:
+            BufferTooSmallError: the next frame is longer than ``buffer``; nothing
+                is consumed.
+        """
+        view = memoryview(buffer).cast("B")
+        if view.readonly:
+            raise TypeError("recv_into needs a writable buffer")
+        payload = self._advance(view)
+        if payload is None:
+            return None
+        crc = bool(self._flags & FLAG_CRC)
+        frame = self._finish(payload, into=view)
+        return frame.size, bool(self._flags & FLAG_TEXT), crc
+
+    def __iter__(self) -> FrameDecoder:
+        return self
+
+    def __next__(self) -> Frame:
+        frame = self.next_frame()
+        if frame is None:
+            raise StopIteration
+        return frame
+
+    # -- internals --------------------------------------------------------
+
+    def _trailer_size(self) -> int:
+        return TRAILER_SIZE if self._flags & FLAG_CRC else 0
+
+    def _broken_error(self) -> Exception:
+        return ProtocolError(f"the stream is unusable after an earlier error: {self._error}")
+
+    def _advance(self, into: memoryview | None) -> tuple[Buffer, bytes] | None:
+        """Move through the states; return ``(payload, trailer)`` when a frame is whole."""
+        state = self._state
+        if state == _BROKEN:
+            raise self._broken_error()
+        if state == _HEADER_STATE:
+            if self._end - self._start < HEADER_SIZE:
+                self._need_more()
+                return None
+            self._parse_header(into)
+            state = self._state
+        if state == _BODY:
+            body_end = self._start + self._length + self._trailer_size()
+            if body_end > self._end:
+                self._need_more()
+                return None
+            payload_end = self._start + self._length
+            if into is not None:
+                into[: self._length] = self._buf[self._start : payload_end]
+                payload: Buffer = into[: self._length]
+            else:
+                payload = bytes(self._buf[self._start : payload_end])
+            trailer = bytes(self._buf[payload_end:body_end])
+            self._start = body_end
+            self._state = _HEADER_STATE
+            return payload, trailer
+        if state == _PAYLOAD:
+            if self._filled < self._length:
+                self._need_more()
+                return None
+            self._state = state = _TRAILER_STATE
+        if state == _TRAILER_STATE:
+            size = self._trailer_size()
+            if self._end - self._start < size:
+                self._need_more()
+                return None
+            trailer = bytes(self._buf[self._start : self._start + size])
+            self._start += size
+            target = self._target
+            assert target is not None
+            self._target = self._target_view = None
+            self._state = _HEADER_STATE
+            if isinstance(target, bytearray):
+                target = bytes(target)  # the portable path (see _buffers)
+            return target, trailer
+        raise AssertionError(f"unknown decoder state {state}")
+
+    def _need_more(self) -> None:
+        if not self._eof:
+            return None
+        if self._state == _HEADER_STATE and self._start == self._end:
+            raise ConnectionClosedError("the peer closed the connection")
+        got = self.buffered
+        raise self._fail(
+            IncompleteMessageError(
+                f"the peer closed the connection in the middle of a message"
+                f" ({got} bytes of an unfinished frame were received)"
+            )
+        )
+
+    def _parse_header(self, into: memoryview | None) -> None:
+        magic, version, flags, reserved, length = _HEADER.unpack_from(self._buf, self._start)
+        if magic != MAGIC:
+            raise self._fail(
+                ProtocolError(
+                    f"not an npipes frame (magic {magic!r}, expected {MAGIC!r}); is the"
+                    " peer using another framing?"
+                )
+            )
+        if version != VERSION:
+            raise self._fail(
+                ProtocolError(f"unsupported frame version {version}; this npipes reads {VERSION}")
+            )
+        if flags & ~_KNOWN_FLAGS:
+            raise self._fail(ProtocolError(f"reserved flag bits set: 0x{flags:02x}"))
+        if reserved:
+            raise self._fail(ProtocolError(f"reserved header field is not zero: {reserved:#x}"))
+        limit = self.max_message_size
+        if limit is not None and length > limit:
+            raise self._fail(
+                MessageTooLargeError(
+                    f"the peer sent a {length}-byte message; max_message_size is {limit}."
+                    " Raise max_message_size on this side if that is expected.",
+                    size=length,
+                    limit=limit,
+                )
+            )
+        if into is not None and length > len(into):
+            # Checked before anything is consumed, so recv() can still take it.
+            raise BufferTooSmallError(
+                f"the next message is {length} bytes; the buffer holds {len(into)}",
+                size=length,
+            )
+        self._start += HEADER_SIZE
+        self._flags = flags
+        self._length = length
+        trailer = self._trailer_size()
+        if into is None and length + trailer <= len(self._buf):
+            self._state = _BODY
+            return
+        # Large frame (or caller's buffer): the payload gets its own storage.
+        if into is not None:
+            target: bytes | bytearray | memoryview = into
+            view = into[:length]
+        else:
+            target, view = allocate(length)
+        have = min(self._end - self._start, length)
+        view[:have] = self._buf[self._start : self._start + have]
+        self._start += have
+        self._target, self._target_view, self._filled = target, view, have
+        self._state = _PAYLOAD
+
+    def _finish(self, parts: tuple[Buffer, bytes], into: memoryview | None = None) -> Frame:
+        payload, trailer = parts
+        flags = self._flags
+        size = memoryview(payload).nbytes
+        if flags & FLAG_CRC:
+            (expected,) = _TRAILER.unpack(trailer)
+            actual = crc32(payload)
+            if actual != expected:
+                raise ChecksumError(
+                    f"CRC-32 mismatch in a {size}-byte message (got {actual:#010x},"
+                    f" frame says {expected:#010x}); the message was dropped"
+                )
+        elif self.require_crc:
+            raise ChecksumError(
+                "the peer sent a message without a CRC-32 but this side requires one"
+                " (crc=True); the message was dropped. Open the peer with crc=True too."
+            )
+        message: bytes | str
+        if flags & FLAG_TEXT:
+            try:
+                message = str(payload, "utf-8")
+            except UnicodeDecodeError as exc:
+                raise ProtocolError(
+                    f"a TEXT message is not valid UTF-8 ({exc.reason} at byte {exc.start});"
+                    " the message was dropped"
+                ) from exc
+        elif into is not None:
+            message = b""
+        else:
+            message = payload if isinstance(payload, bytes) else bytes(payload)
+        return Frame(message, size, bool(flags & FLAG_CRC))

@@ -1,0 +1,131 @@
+"""Map a portable pipe name to the OS address; pure, no I/O but reading the environment.
+
+A bare name (letters, digits, ``.``, ``_``, ``-``; 1 to 100 characters) is
+portable: ``\\\\.\\pipe\\NAME`` on Windows; on POSIX ``NAME.sock`` inside a
+private per-user directory, ``$XDG_RUNTIME_DIR/npipes`` when that is set and
+usable, else ``<tempdir>/npipes-<uid>``. An absolute path (POSIX) or a full
+``\\\\.\\pipe\\...`` name (Windows) is used as given. Anything else raises
+:class:`InvalidPipeNameError` naming the rule it breaks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Final, final
+
+from .errors import InvalidPipeNameError
+
+__all__ = ["Address", "resolve"]
+
+_BARE: Final = re.compile(r"[A-Za-z0-9._-]{1,100}")
+_WINDOWS_PREFIX: Final = "\\\\.\\pipe\\"
+# sun_path holds 108 bytes on Linux, 104 on macOS/BSD, including the final NUL.
+SUN_PATH_MAX: Final = 107 if sys.platform.startswith("linux") else 103
+# Windows pipe names: the part after \\.\pipe\ may be up to 256 characters.
+_WINDOWS_NAME_MAX: Final = 256
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Address:
+    """Where a name lives on this OS.
+
+    Attributes:
+        name: what the user passed.
+        path: the OS address (socket path, or ``\\\\.\\pipe\\NAME``).
+        private_dir: the per-user directory npipes owns and checks, for bare
+            names on POSIX; None when the caller chose the path.
+    """
+
+    name: str
+    path: str
+    private_dir: str | None
+
+
+def _rule(name: str, rule: str) -> InvalidPipeNameError:
+    return InvalidPipeNameError(f"invalid pipe name {name!r}: {rule}", name=name)
+
+
+def _check_bare(name: str) -> None:
+    if not _BARE.fullmatch(name):
+        if not name:
+            raise _rule(name, "it is empty")
+        if len(name) > 100:
+            raise _rule(name, f"a bare name has at most 100 characters, not {len(name)}")
+        raise _rule(
+            name,
+            "a bare name uses only letters, digits, '.', '_' and '-'"
+            " (or pass an absolute path on POSIX, \\\\.\\pipe\\NAME on Windows)",
+        )
+    if set(name) == {"."}:
+        raise _rule(name, "a bare name cannot be only dots")
+
+
+def runtime_dir() -> str:
+    """The private directory bare names live in on POSIX (not created here)."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isabs(xdg):
+        try:
+            st = os.stat(xdg)
+        except OSError:
+            st = None
+        if (
+            st is not None
+            and stat.S_ISDIR(st.st_mode)
+            and st.st_uid == os.getuid()
+            and os.access(xdg, os.W_OK | os.X_OK)
+        ):
+            return os.path.join(xdg, "npipes")
+    return os.path.join(tempfile.gettempdir(), f"npipes-{os.getuid()}")
+
+
+def _resolve_posix(name: str) -> Address:
+    if "\0" in name:
+        raise _rule(name, "it contains a NUL character")
+    if name.startswith("/"):
+        path, private = name, None
+    else:
+        _check_bare(name)
+        private = runtime_dir()
+        path = os.path.join(private, name + ".sock")
+    size = len(os.fsencode(path))
+    if size > SUN_PATH_MAX:
+        raise _rule(
+            name,
+            f"its socket path {path!r} is {size} bytes, too long for sun_path"
+            f" (at most {SUN_PATH_MAX}); use a shorter name or path",
+        )
+    return Address(name, path, private)
+
+
+def _resolve_windows(name: str) -> Address:
+    if "\0" in name:
+        raise _rule(name, "it contains a NUL character")
+    if name[:9].lower() == _WINDOWS_PREFIX:
+        rest = name[9:]
+        if not rest:
+            raise _rule(name, "nothing follows \\\\.\\pipe\\")
+        if len(rest) > _WINDOWS_NAME_MAX:
+            raise _rule(name, f"a pipe name has at most {_WINDOWS_NAME_MAX} characters")
+        return Address(name, name, None)
+    _check_bare(name)
+    return Address(name, _WINDOWS_PREFIX + name, None)
+
+
+def resolve(name: str, *, platform: str = sys.platform) -> Address:
+    """Return the :class:`Address` of ``name`` on ``platform``.
+
+    Raises:
+        InvalidPipeNameError: the name breaks a rule (the message says which).
+        TypeError: ``name`` is not a ``str``.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"a pipe name is a str, not {type(name).__name__}")
+    if platform == "win32":
+        return _resolve_windows(name)
+    return _resolve_posix(name)

@@ -1,0 +1,406 @@
+"""The sync front end: ``connect``, ``listen``, :class:`Connection`, :class:`Listener`.
+
+This module only moves bytes between a backend stream and the sans-I/O codec
+(``_frame``) and waits; every framing decision lives in the codec. One lock
+per direction: one thread may send while another receives, and concurrent
+sends never interleave frames.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Final, Self, final
+
+from . import _backend
+from ._deadline import Deadline
+from ._frame import DEFAULT_MAX_MESSAGE_SIZE, FrameDecoder, frame_parts
+from ._names import resolve
+from .errors import (
+    ConnectionClosedError,
+    NpipesError,
+    PipeTimeoutError,
+)
+
+if TYPE_CHECKING:
+    from ._backend import PeerInfo, RawListener, RawStream
+    from ._types import Buffer, Payload
+
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Connection", "Listener", "connect", "listen"]
+
+FRAMINGS: Final = ("npipes",)
+
+
+def _check_framing(framing: str) -> None:
+    if framing not in FRAMINGS:
+        raise ValueError(f"unknown framing {framing!r}; this npipes supports {FRAMINGS}")
+
+
+def _check_limit(max_message_size: int | None) -> None:
+    if max_message_size is not None and max_message_size < 0:
+        raise ValueError("max_message_size must be None or >= 0 bytes")
+
+
+@final
+class Connection:
+    """A message connection to one peer. Create it with :func:`connect` or
+    :meth:`Listener.accept`.
+
+    Messages keep their type: ``send(str)`` arrives as ``str``, bytes-like as
+    ``bytes``. A connection is a context manager; ``close()`` is idempotent.
+    """
+
+    def __init__(
+        self,
+        stream: RawStream,
+        *,
+        name: str,
+        address: str,
+        crc: bool = False,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        self._stream = stream
+        self._closed = False
+        self.name: Final = name
+        """The name given to connect/listen."""
+        self.address: Final = address
+        """The OS address (socket path or ``\\\\.\\pipe\\NAME``)."""
+        self.crc: Final = crc
+        """Whether this side sends a CRC-32 with every message and requires one."""
+        self.max_message_size: Final = max_message_size
+        """Largest message this side sends or accepts, in bytes (None: no limit)."""
+        self._decoder = FrameDecoder(max_message_size=max_message_size, require_crc=crc)
+        self._send_lock = threading.Lock()
+        self._recv_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<npipes.Connection {self.address!r} {state}>"
+
+    @property
+    def peer(self) -> PeerInfo:
+        """The other process: ``pid`` and, on POSIX, ``uid``/``gid``; ``sid`` on Windows."""
+        return self._stream.peer
+
+    @property
+    def closed(self) -> bool:
+        """True once closed, by :meth:`close` or after an error that lost framing."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConnectionClosedError(
+                "the connection is closed; connect again to send or receive",
+                name=self.name,
+                address=self.address,
+            )
+
+    # -- sending ------------------------------------------------------------
+
+    def send(self, data: Payload, *, timeout: float | None = None, crc: bool | None = None) -> None:
+        """Send one message.
+
+        Args:
+            data: ``str`` (sent as UTF-8 text, received as ``str``) or any
+                bytes-like object (received as ``bytes``). The payload is not copied.
+            timeout: seconds to wait for room in the pipe, or None to wait as long
+                as it takes.
+            crc: add a CRC-32 to this message; None uses the connection's setting.
+        Raises:
+            MessageTooLargeError: above this side's ``max_message_size``; nothing sent.
+            PipeTimeoutError: the deadline passed; if part of the frame went out
+                (``partial``), the connection is closed.
+            ConnectionClosedError: the peer is gone, or this connection is closed.
+        """
+        deadline = Deadline(timeout)
+        with_crc = self.crc if crc is None else crc
+        parts = frame_parts(data, crc=with_crc, max_size=self.max_message_size)
+        with self._send_lock:
+            self._check_open()
+            try:
+                self._stream.send(parts, deadline)
+            except PipeTimeoutError as exc:
+                if exc.partial:
+                    self.close()
+                raise
+            except ConnectionClosedError:
+                self.close()
+                raise
+
+    # -- receiving ----------------------------------------------------------
+
+    def recv(self, timeout: float | None = None, *, crc: bool | None = None) -> bytes | str:
+        """Receive the next message: ``str`` for text, ``bytes`` for binary.
+
+        Args:
+            timeout: seconds until the whole message must have arrived, or None.
+            crc: require a CRC-32 on this message; None uses the connection's
+                setting. A CRC that is present is always verified.
+        Raises:
+            PipeTimeoutError: the deadline passed. If part of a message had been
+                read, the connection is closed (it would be out of step).
+            ChecksumError: that message's CRC-32 was wrong or missing (with
+                ``crc=True``); the connection stays usable.
+            ProtocolError: framing broke (connection closed), or a text message
+                was not UTF-8 (that message only).
+            MessageTooLargeError: the message is above ``max_message_size``;
+                connection closed.
+            ConnectionClosedError: the peer closed the connection;
+                :class:`IncompleteMessageError` if it did so mid-message.
+        """
+        with self._recv_lock:
+            decoder = self._decoder
+            decoder.require_crc = self.crc if crc is None else crc
+            try:
+                frame = self._receive(Deadline(timeout), None)
+            finally:
+                decoder.require_crc = self.crc
+        assert not isinstance(frame, int)
+        return frame
+
+    def recv_into(self, buffer: Buffer, *, timeout: float | None = None) -> int:
+        """Receive the next message's payload into ``buffer``; return its size.
+
+        The payload is read straight into ``buffer`` (text messages as their
+        UTF-8 bytes). Errors as :meth:`recv`, plus:
+
+        Raises:
+            BufferTooSmallError: the message is longer than ``buffer``; nothing
+                was consumed, so ``recv()`` can still take it.
+        """
+        view = memoryview(buffer).cast("B")
+        with self._recv_lock:
+            size = self._receive(Deadline(timeout), view)
+        assert isinstance(size, int)
+        return size
+
+    def _receive(self, deadline: Deadline, into: memoryview | None) -> bytes | str | int:
+        self._check_open()
+        decoder = self._decoder
+        try:
+            while True:
+                if into is None:
+                    frame = decoder.next_frame()
+                    if frame is not None:
+                        return frame.message
+                else:
+                    got = decoder.next_frame_into(into)
+                    if got is not None:
+                        return got[0]
+                count = self._stream.recv_into(decoder.get_buffer(), deadline)
+                if count:
+                    decoder.buffer_updated(count)
+                else:
+                    decoder.feed_eof()
+        except PipeTimeoutError as exc:
+            if not decoder.idle:
+                exc.partial = True
+                self.close()
+            exc.name, exc.address = self.name, self.address
+            raise
+        except NpipesError as exc:
+            if decoder.broken or isinstance(exc, ConnectionClosedError):
+                self.close()
+            exc.name, exc.address = self.name, self.address
+            raise
+
+    def __iter__(self) -> Iterator[bytes | str]:
+        """Yield messages until the peer closes the connection cleanly."""
+        while True:
+            try:
+                yield self.recv()
+            except ConnectionClosedError as exc:
+                if type(exc) is ConnectionClosedError:
+                    return
+                raise
+
+    # -- lifetime -----------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection; idempotent. A message already sent is still delivered."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stream.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, 2)
+            self.close()
+
+
+@final
+class Listener:
+    """A named endpoint that accepts connections. Create it with :func:`listen`."""
+
+    def __init__(
+        self,
+        raw: RawListener,
+        *,
+        name: str,
+        crc: bool,
+        max_message_size: int | None,
+    ) -> None:
+        self._raw = raw
+        self._closed = False
+        self.name: Final = name
+        self.crc: Final = crc
+        self.max_message_size: Final = max_message_size
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "listening"
+        return f"<npipes.Listener {self.address!r} {state}>"
+
+    @property
+    def address(self) -> str:
+        """The OS address: the socket file path, or ``\\\\.\\pipe\\NAME`` on Windows."""
+        return self._raw.address
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def accept(self, timeout: float | None = None) -> Connection:
+        """Wait for the next client and return its connection.
+
+        ``close()`` from another thread, or Ctrl+C, ends the wait.
+
+        Raises:
+            PipeTimeoutError: no client came within ``timeout`` seconds.
+            ConnectionClosedError: the listener was closed.
+        """
+        if self._closed:
+            raise ConnectionClosedError("the listener is closed", name=self.name)
+        try:
+            stream = self._raw.accept(Deadline(timeout))
+        except NpipesError as exc:
+            exc.name = self.name
+            raise
+        return Connection(
+            stream,
+            name=self.name,
+            address=self.address,
+            crc=self.crc,
+            max_message_size=self.max_message_size,
+        )
+
+    def __iter__(self) -> Iterator[Connection]:
+        """Accept connections until the listener is closed."""
+        while True:
+            try:
+                yield self.accept()
+            except ConnectionClosedError:
+                if self._closed:
+                    return
+                raise
+
+    def close(self) -> None:
+        """Stop listening and remove the endpoint; idempotent, safe from another thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._raw.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, 2)
+            self.close()
+
+
+def listen(
+    name: str,
+    *,
+    crc: bool = False,
+    framing: str = "npipes",
+    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    allow_other_users: bool = False,
+    backlog: int = 128,
+) -> Listener:
+    """Listen on ``name`` for connections.
+
+    Args:
+        name: a bare name (``"jobs"``: portable), an absolute socket path
+            (POSIX) or ``\\\\.\\pipe\\NAME`` (Windows).
+        crc: send a CRC-32 with every message and require one on every message received.
+        framing: the wire format; ``"npipes"`` (docs/protocol.md).
+        max_message_size: largest message accepted or sent, in bytes (default
+            1 GiB); None for no limit.
+        allow_other_users: accept peers running as other users (off: the
+            endpoint is owner-only and other uids are rejected).
+        backlog: connections the OS queues until :meth:`Listener.accept` (POSIX).
+    Raises:
+        InvalidPipeNameError: ``name`` breaks a naming rule.
+        PipeInUseError: a live listener already owns ``name``.
+        PipePermissionError: the private directory is not safe, or access was denied.
+    """
+    _check_framing(framing)
+    _check_limit(max_message_size)
+    address = resolve(name)
+    options = _backend.ListenOptions(allow_other_users=allow_other_users, backlog=backlog)
+    try:
+        raw = _backend.listen(address, options)
+    except NpipesError as exc:
+        exc.name = name
+        raise
+    return Listener(raw, name=name, crc=crc, max_message_size=max_message_size)
+
+
+def connect(
+    name: str,
+    *,
+    timeout: float | None = None,
+    crc: bool = False,
+    framing: str = "npipes",
+    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    wait_for_listener: bool = False,
+) -> Connection:
+    """Connect to the listener on ``name``.
+
+    Args:
+        name: as for :func:`listen`.
+        timeout: seconds for the whole connect (including waiting), or None.
+        crc, framing, max_message_size: as for :func:`listen`.
+        wait_for_listener: if nobody listens yet, keep trying until someone
+            does or ``timeout`` passes (instead of failing at once).
+    Raises:
+        PipeNotFoundError: nobody listens on ``name`` (and not waiting).
+        PipeTimeoutError: the timeout passed while waiting.
+        PipeBusyError: the listener could not take the connection in time.
+        PipePermissionError: access denied (another user's endpoint).
+        InvalidPipeNameError: ``name`` breaks a naming rule.
+    """
+    _check_framing(framing)
+    _check_limit(max_message_size)
+    address = resolve(name)
+    try:
+        stream = _backend.connect(address, Deadline(timeout), wait_for_listener=wait_for_listener)
+    except NpipesError as exc:
+        exc.name = name
+        raise
+    return Connection(
+        stream, name=name, address=address.path, crc=crc, max_message_size=max_message_size
+    )

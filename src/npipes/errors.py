@@ -1,0 +1,222 @@
+"""The npipes exception tree, and the one place OS errors are translated.
+
+Every npipes error derives from :class:`NpipesError` *and* from the builtin
+exception a caller would naturally catch, so ``except TimeoutError`` or
+``except ConnectionError`` works without knowing npipes::
+
+    NpipesError
+    ├── ProtocolError            (ConnectionError)  bytes on the wire break the format
+    ├── ChecksumError            (ValueError)       CRC-32 mismatch; that message only
+    ├── MessageTooLargeError     (ValueError)       above max_message_size
+    ├── BufferTooSmallError      (ValueError)       recv_into() buffer shorter than the message
+    ├── ConnectionClosedError    (ConnectionError)  the peer, or you, closed it
+    │   └── IncompleteMessageError                  closed in the middle of a frame
+    ├── PipeTimeoutError         (TimeoutError)     a deadline passed
+    ├── PipeNotFoundError        (FileNotFoundError) nobody listens on that name
+    ├── PipeInUseError           (FileExistsError)  somebody already listens on that name
+    ├── PipeBusyError            (ConnectionError)  the listener cannot take a connection now
+    ├── InvalidPipeNameError     (ValueError)       the name breaks a naming rule
+    └── PipePermissionError      (PermissionError)  the OS or the peer check said no
+        └── AuthenticationError                     a handshake key did not match
+
+Whether an error left the connection usable is documented per error and
+exposed as ``Connection.closed``: a framing error closes it, a bad checksum
+or bad UTF-8 in one message does not.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+__all__ = [
+    "AuthenticationError",
+    "BufferTooSmallError",
+    "ChecksumError",
+    "ConnectionClosedError",
+    "IncompleteMessageError",
+    "InvalidPipeNameError",
+    "MessageTooLargeError",
+    "NpipesError",
+    "PipeBusyError",
+    "PipeInUseError",
+    "PipeNotFoundError",
+    "PipePermissionError",
+    "PipeTimeoutError",
+    "ProtocolError",
+    "translate_os_error",
+]
+
+
+class NpipesError(Exception):
+    """Base class of every error npipes raises.
+
+    Attributes:
+        name: the pipe name the operation used, when known.
+        address: the OS path (socket file or ``\\\\.\\pipe\\...``), when known.
+    """
+
+    name: str | None = None
+    address: str | None = None
+
+    def __init__(self, message: str, *, name: str | None = None, address: str | None = None):
+        super().__init__(message)
+        self.name = name
+        self.address = address
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ProtocolError(NpipesError, ConnectionError):
+    """The peer sent bytes that break the wire format.
+
+    For a broken header (magic, version, reserved bits) the connection is
+    closed, since frame boundaries are lost. For invalid UTF-8 in a TEXT frame
+    only that message fails and the connection stays usable.
+    """
+
+
+class ChecksumError(NpipesError, ValueError):
+    """A message's CRC-32 did not match, or a ``crc=True`` side got a frame
+    without one. That message is dropped; the connection stays usable."""
+
+
+class MessageTooLargeError(NpipesError, ValueError):
+    """A message is larger than ``max_message_size``.
+
+    On receive the connection is closed (the payload was not read). On send,
+    nothing was written and the connection stays usable.
+
+    Attributes:
+        size: the message size in bytes.
+        limit: the limit it exceeded, in bytes.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        size: int,
+        limit: int,
+        name: str | None = None,
+        address: str | None = None,
+    ):
+        super().__init__(message, name=name, address=address)
+        self.size = size
+        self.limit = limit
+
+
+class BufferTooSmallError(NpipesError, ValueError):
+    """``recv_into`` got a buffer shorter than the next message.
+
+    Nothing was consumed: call ``recv()`` or ``recv_into`` with a buffer of at
+    least ``size`` bytes to get the message.
+    """
+
+    def __init__(self, message: str, *, size: int, name: str | None = None):
+        super().__init__(message, name=name)
+        self.size = size
+
+
+class ConnectionClosedError(NpipesError, ConnectionError):
+    """The connection is closed: the peer closed it or went away, or you did."""
+
+
+class IncompleteMessageError(ConnectionClosedError):
+    """The peer went away in the middle of a message; that message is lost."""
+
+
+class PipeTimeoutError(NpipesError, TimeoutError):
+    """A deadline passed before the operation finished.
+
+    Attributes:
+        timeout: the timeout in seconds that expired.
+        partial: True if the operation had moved part of a frame; the
+            connection was then closed, since the stream is out of step.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        timeout: float | None = None,
+        partial: bool = False,
+        name: str | None = None,
+        address: str | None = None,
+    ):
+        super().__init__(message, name=name, address=address)
+        self.timeout = timeout
+        self.partial = partial
+
+
+class PipeNotFoundError(NpipesError, FileNotFoundError):
+    """Nobody listens on that name. Start the listener first, or connect with
+    ``wait_for_listener=True`` and a timeout."""
+
+
+class PipeInUseError(NpipesError, FileExistsError):
+    """Another live listener already owns that name."""
+
+
+class PipeBusyError(NpipesError, ConnectionError):
+    """The listener exists but cannot take another connection right now."""
+
+
+class InvalidPipeNameError(NpipesError, ValueError):
+    """The name breaks a naming rule; the message says which."""
+
+
+class PipePermissionError(NpipesError, PermissionError):
+    """The OS refused access, or the endpoint failed an ownership check."""
+
+
+class AuthenticationError(PipePermissionError):
+    """The peer failed the authentication handshake."""
+
+
+# errno -> (error class, what to do). One table, used by every POSIX backend.
+_ERRNO_TABLE: dict[int, tuple[type[NpipesError], str]] = {
+    _errno.ENOENT: (
+        PipeNotFoundError,
+        "nobody listens there; start the listener first"
+        " or pass wait_for_listener=True with a timeout",
+    ),
+    _errno.ECONNREFUSED: (
+        PipeNotFoundError,
+        "nobody listens there (a stale socket file);"
+        " start the listener first or pass wait_for_listener=True",
+    ),
+    _errno.EACCES: (
+        PipePermissionError,
+        "the OS denied access; the endpoint belongs to another user",
+    ),
+    _errno.EPERM: (PipePermissionError, "the OS denied access"),
+    _errno.EADDRINUSE: (PipeInUseError, "another listener owns that address"),
+    _errno.EAGAIN: (PipeBusyError, "the listener's backlog is full; retry later"),
+    _errno.EPIPE: (ConnectionClosedError, "the peer closed the connection"),
+    _errno.ECONNRESET: (ConnectionClosedError, "the peer closed the connection"),
+    _errno.ENOTCONN: (ConnectionClosedError, "the connection is not connected"),
+    _errno.EBADF: (ConnectionClosedError, "the connection was closed"),
+}
+
+
+def translate_os_error(
+    exc: OSError, what: str, *, name: str | None = None, address: str | None = None
+) -> NpipesError:
+    """Map an ``OSError`` from a backend to the npipes error for it.
+
+    Args:
+        exc: the OS error; callers ``raise translate_os_error(...) from exc``.
+        what: the operation that failed, e.g. ``"connect to 'jobs'"``.
+    Returns:
+        The npipes error to raise; a generic :class:`ConnectionClosedError` or
+        :class:`NpipesError` carrying the OS message when no entry fits.
+    """
+    where = f" ({address})" if address else ""
+    entry = _ERRNO_TABLE.get(exc.errno or 0)
+    if entry is None:
+        cls: type[NpipesError] = NpipesError
+        hint = exc.strerror or str(exc)
+    else:
+        cls, hint = entry
+    return cls(f"{what}{where} failed: {hint}", name=name, address=address)
