@@ -204,8 +204,8 @@ class FrameDecoder:
         if self._state == _BROKEN:
             raise self._broken_error()
         if self._state == _PAYLOAD:
-            assert self._target_view is not None
-            return self._target_view[self._filled :]
+            view = self._target_view or self._allocate_target()
+            return view[self._filled :]
         if self._start == self._end:
             self._start = self._end = 0
         elif len(self._buf) - self._end < HEADER_SIZE + TRAILER_SIZE or self._needed_room():
@@ -242,9 +242,9 @@ class FrameDecoder:
             raise self._broken_error()
         view = memoryview(data).cast("B")
         if self._state == _PAYLOAD:
-            assert self._target_view is not None
+            target = self._target_view or self._allocate_target()
             take = min(len(view), self._length - self._filled)
-            self._target_view[self._filled : self._filled + take] = view[:take]
+            target[self._filled : self._filled + take] = view[:take]
             self._filled += take
             view = view[take:]
             if not view:
@@ -344,6 +344,8 @@ class FrameDecoder:
             self._state = _HEADER_STATE
             return payload, trailer
         if state == _PAYLOAD:
+            if self._target_view is None and self._end > self._start:
+                self._allocate_target()  # payload bytes arrived through feed_data
             if self._filled < self._length:
                 self._need_more()
                 return None
@@ -355,13 +357,15 @@ class FrameDecoder:
                 return None
             trailer = bytes(self._buf[self._start : self._start + size])
             self._start += size
-            target = self._target
-            assert target is not None
+            target, view = self._target, self._target_view
             self._target = self._target_view = None
             self._state = _HEADER_STATE
+            if isinstance(target, bytes):
+                return target, trailer
             if isinstance(target, bytearray):
-                target = bytes(target)  # the portable path (see _buffers)
-            return target, trailer
+                return bytes(target), trailer  # the portable path (see _buffers)
+            assert view is not None  # the caller's buffer (next_frame_into)
+            return view, trailer
         raise AssertionError(f"unknown decoder state {state}")
 
     def _need_more(self) -> None:
@@ -417,17 +421,42 @@ class FrameDecoder:
         if into is None and length + trailer <= len(self._buf):
             self._state = _BODY
             return
-        # Large frame (or caller's buffer): the payload gets its own storage.
-        if into is not None:
-            target: bytes | bytearray | memoryview = into
-            view = into[:length]
-        else:
-            target, view = allocate(length)
-        have = min(self._end - self._start, length)
-        view[:have] = self._buf[self._start : self._start + have]
-        self._start += have
-        self._target, self._target_view, self._filled = target, view, have
+        # Large frame (or caller's buffer): the payload gets its own storage,
+        # allocated once its first bytes are here (a bare header costs nothing).
+        self._filled = 0
         self._state = _PAYLOAD
+        if into is not None:
+            self._target, self._target_view = into, into[:length]
+            self._move_buffered_payload()
+        elif self._end > self._start:
+            self._allocate_target()
+
+    def _allocate_target(self) -> memoryview:
+        length = self._length
+        try:
+            self._target, view = allocate(length)
+        except (MemoryError, OverflowError) as exc:
+            raise self._fail(
+                MessageTooLargeError(
+                    f"cannot allocate {length} bytes for the peer's message;"
+                    " set max_message_size to refuse such messages up front",
+                    size=length,
+                    limit=self.max_message_size or 0,
+                )
+            ) from exc
+        self._target_view = view
+        self._move_buffered_payload()
+        return view
+
+    def _move_buffered_payload(self) -> None:
+        # Payload bytes that came in the same read as the header.
+        assert self._target_view is not None
+        have = min(self._end - self._start, self._length - self._filled)
+        self._target_view[self._filled : self._filled + have] = self._buf[
+            self._start : self._start + have
+        ]
+        self._start += have
+        self._filled += have
 
     def _finish(self, parts: tuple[Buffer, bytes], into: memoryview | None = None) -> Frame:
         payload, trailer = parts
