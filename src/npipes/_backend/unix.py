@@ -134,6 +134,11 @@ class UnixStream:
                         _poll(sock, _READY_IN, deadline, "recv")
         except PipeTimeoutError:
             raise
+        except ConnectionResetError:
+            # Linux reports ECONNRESET instead of end-of-stream when the peer went
+            # away with data it never read: it is still the end of the stream, and
+            # the decoder tells a clean close from a half-received message.
+            count = 0
         except OSError as exc:
             raise self._error(exc, "recv") from exc
         if count == 0 and self._closed:
