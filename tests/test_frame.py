@@ -232,3 +232,22 @@ def test_bad_arguments() -> None:
         decoder.buffer_updated(10**9)
     with pytest.raises(ValueError, match="buffer_size"):
         FrameDecoder(buffer_size=4)
+
+
+def test_bytes_needed_guides_the_transport() -> None:
+    frame = encode_frame(b"z" * 100_000, crc=True)
+    decoder = FrameDecoder()
+    assert decoder.bytes_needed == 16
+    decoder.feed_data(frame[:10])
+    assert decoder.bytes_needed == 6
+    decoder.feed_data(frame[10:16])
+    assert decoder.next_frame() is None
+    assert decoder.bytes_needed == 100_004
+    buf = decoder.get_buffer()
+    assert len(buf) == 100_000  # exactly the payload, read in place
+    buf[:] = frame[16:100_016]
+    decoder.buffer_updated(100_000)
+    assert decoder.bytes_needed == 4
+    decoder.feed_data(frame[100_016:])
+    assert decoder.next_frame() is not None
+    assert decoder.bytes_needed == 16

@@ -186,6 +186,25 @@ class FrameDecoder:
         return self._state == _HEADER_STATE and self._start == self._end
 
     @property
+    def bytes_needed(self) -> int:
+        """The fewest bytes that must arrive before the next step can complete.
+
+        A transport may read more (and should, for small frames); this is the
+        amount below which ``next_frame`` is sure to return None.
+        """
+        avail = self._end - self._start
+        state = self._state
+        if state == _HEADER_STATE:
+            return max(0, HEADER_SIZE - avail)
+        if state == _BODY:
+            return max(0, self._length + self._trailer_size() - avail)
+        if state == _PAYLOAD:
+            return self._length - self._filled + max(0, self._trailer_size() - avail)
+        if state == _TRAILER_STATE:
+            return max(0, self._trailer_size() - avail)
+        return 0
+
+    @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as frames."""
         extra = self._filled if self._state == _PAYLOAD else 0
