@@ -18,7 +18,7 @@ def test_all_is_complete() -> None:
 
 def test_errors_reexported() -> None:
     for name in npipes.errors.__all__:
-        if name != "translate_os_error":
+        if not name.startswith("translate_"):
             assert getattr(npipes, name) is getattr(npipes.errors, name)
 
 

@@ -15,6 +15,7 @@ import re
 import stat
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, final
 
@@ -66,8 +67,16 @@ def _check_bare(name: str) -> None:
         raise _rule(name, "a bare name cannot be only dots")
 
 
+def _uid() -> int:
+    getuid: Callable[[], int] | None = getattr(os, "getuid", None)  # POSIX only
+    if getuid is None:
+        raise OSError("this OS has no uid; bare names need no directory here")
+    return getuid()
+
+
 def runtime_dir() -> str:
     """The private directory bare names live in on POSIX (not created here)."""
+    uid = _uid()
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isabs(xdg):
         try:
@@ -77,11 +86,11 @@ def runtime_dir() -> str:
         if (
             st is not None
             and stat.S_ISDIR(st.st_mode)
-            and st.st_uid == os.getuid()
+            and st.st_uid == uid
             and os.access(xdg, os.W_OK | os.X_OK)
         ):
             return os.path.join(xdg, "npipes")
-    return os.path.join(tempfile.gettempdir(), f"npipes-{os.getuid()}")
+    return os.path.join(tempfile.gettempdir(), f"npipes-{uid}")
 
 
 def _resolve_posix(name: str) -> Address:

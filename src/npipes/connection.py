@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self, final
 
@@ -339,6 +339,9 @@ def listen(
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     allow_other_users: bool = False,
     backlog: int = 128,
+    allow_remote: bool = False,
+    allowed_users: Sequence[str] = (),
+    security_descriptor: str | None = None,
 ) -> Listener:
     """Listen on ``name`` for connections.
 
@@ -352,6 +355,12 @@ def listen(
         allow_other_users: accept peers running as other users (off: the
             endpoint is owner-only and other uids are rejected).
         backlog: connections the OS queues until :meth:`Listener.accept` (POSIX).
+        allow_remote: Windows: accept clients from other machines (SMB); off,
+            the pipe has ``PIPE_REJECT_REMOTE_CLIENTS``.
+        allowed_users: Windows: accounts (names or SID strings) let in besides you
+            and LocalSystem.
+        security_descriptor: Windows: an SDDL string used instead of the default
+            owner-only DACL.
     Raises:
         InvalidPipeNameError: ``name`` breaks a naming rule.
         PipeInUseError: a live listener already owns ``name``.
@@ -360,7 +369,13 @@ def listen(
     _check_framing(framing)
     _check_limit(max_message_size)
     address = resolve(name)
-    options = _backend.ListenOptions(allow_other_users=allow_other_users, backlog=backlog)
+    options = _backend.ListenOptions(
+        allow_other_users=allow_other_users,
+        backlog=backlog,
+        allow_remote=allow_remote,
+        allowed_users=tuple(allowed_users),
+        security_descriptor=security_descriptor,
+    )
     try:
         raw = _backend.listen(address, options)
     except NpipesError as exc:

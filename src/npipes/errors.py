@@ -44,6 +44,7 @@ __all__ = [
     "PipeTimeoutError",
     "ProtocolError",
     "translate_os_error",
+    "translate_winerror",
 ]
 
 
@@ -219,4 +220,43 @@ def translate_os_error(
         hint = exc.strerror or str(exc)
     else:
         cls, hint = entry
+    return cls(f"{what}{where} failed: {hint}", name=name, address=address)
+
+
+# Win32 error code -> (error class, what to do). Used by the Windows backend;
+# pywin32's ``pywintypes.error`` is not an OSError (pywin32 #486), so the code
+# comes in as a number.
+_WINERROR_TABLE: dict[int, tuple[type[NpipesError], str]] = {
+    2: (
+        PipeNotFoundError,
+        "no such pipe (ERROR_FILE_NOT_FOUND); start the listener first"
+        " or pass wait_for_listener=True with a timeout",
+    ),
+    3: (PipeNotFoundError, "no such pipe (ERROR_PATH_NOT_FOUND)"),
+    5: (
+        PipePermissionError,
+        "access denied (ERROR_ACCESS_DENIED); the pipe belongs to another"
+        " user or its security descriptor does not let you in",
+    ),
+    109: (ConnectionClosedError, "the peer closed the pipe (ERROR_BROKEN_PIPE)"),
+    121: (PipeBusyError, "every pipe instance stayed busy (ERROR_SEM_TIMEOUT)"),
+    231: (PipeBusyError, "every pipe instance is busy (ERROR_PIPE_BUSY); retry with a timeout"),
+    232: (ConnectionClosedError, "the pipe is being closed (ERROR_NO_DATA)"),
+    233: (ConnectionClosedError, "no process is on the other end (ERROR_PIPE_NOT_CONNECTED)"),
+    995: (ConnectionClosedError, "the operation was cancelled (ERROR_OPERATION_ABORTED)"),
+    6: (ConnectionClosedError, "the handle is closed (ERROR_INVALID_HANDLE)"),
+}
+
+
+def translate_winerror(
+    code: int, message: str, what: str, *, name: str | None = None, address: str | None = None
+) -> NpipesError:
+    """Map a Win32 error code from the Windows backend to the npipes error for it."""
+    where = f" ({address})" if address else ""
+    entry = _WINERROR_TABLE.get(code)
+    if entry is None:
+        return NpipesError(
+            f"{what}{where} failed: {message} (Windows error {code})", name=name, address=address
+        )
+    cls, hint = entry
     return cls(f"{what}{where} failed: {hint}", name=name, address=address)

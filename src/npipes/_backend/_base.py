@@ -43,12 +43,18 @@ class ListenOptions:
 
     Attributes:
         allow_other_users: accept peers running as another user (POSIX: skip
-            the uid check; the socket file is then made 0666).
+            the uid check, socket file 0666; Windows: Authenticated Users in the DACL).
         backlog: connections the OS queues before ``accept`` (POSIX).
+        allow_remote: accept SMB clients from other machines (Windows).
+        allowed_users: further accounts (names or SID strings) the DACL lets in (Windows).
+        security_descriptor: a full SDDL string replacing the default DACL (Windows).
     """
 
     allow_other_users: bool = False
     backlog: int = 128
+    allow_remote: bool = False
+    allowed_users: tuple[str, ...] = ()
+    security_descriptor: str | None = None
 
 
 class RawStream(Protocol):
