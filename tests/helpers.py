@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.process
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -29,3 +30,16 @@ def finish(proc: multiprocessing.process.BaseProcess, timeout: float = 60) -> in
     code = proc.exitcode
     assert code is not None
     return code
+
+
+def running_under_wine() -> bool:
+    """True when this Windows Python runs under Wine (ntdll exports wine_get_version)."""
+    if sys.platform != "win32":
+        return False
+    import ctypes
+
+    try:
+        ntdll = ctypes.WinDLL("ntdll")
+        return hasattr(ntdll, "wine_get_version")
+    except OSError:
+        return False

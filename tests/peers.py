@@ -58,10 +58,22 @@ def echo(name: str, crc: bool = False) -> None:
                 raise
 
 
-def receive_big(name: str) -> None:
-    """Receive one message; send back its type, size, SHA-256 and this process's peak RSS."""
+def peak_memory() -> int:
+    """This process's peak resident memory in bytes (peak working set on Windows)."""
+    if sys.platform == "win32":
+        import win32api
+        import win32process
+
+        info = win32process.GetProcessMemoryInfo(win32api.GetCurrentProcess())
+        return int(info["PeakWorkingSetSize"])
     import resource
 
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def receive_big(name: str) -> None:
+    """Receive one message; send back its type, size, SHA-256 and this process's peak RSS."""
     with _connect(name) as conn:
         data = conn.recv(timeout=120)
         report = {
@@ -70,8 +82,7 @@ def receive_big(name: str) -> None:
             "sha256": hashlib.sha256(data).hexdigest(),
         }
         del data
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        report["peak_bytes"] = peak if sys.platform == "darwin" else peak * 1024
+        report["peak_bytes"] = peak_memory()
         conn.send(json.dumps(report), timeout=WAIT)
         _wait_for_close(conn)
 

@@ -32,7 +32,10 @@ from npipes import (
     PipePermissionError,
     PipeTimeoutError,
     ProtocolError,
+    _backend,
 )
+from npipes._deadline import Deadline
+from npipes._names import resolve
 
 WAIT = 30.0
 VECTORS = json.loads((Path(__file__).parent / "data" / "vectors.json").read_text())
@@ -240,17 +243,34 @@ def test_oversize_send_and_receive(pipe_name: str) -> None:
 # -- receiver rules, with hand-made bytes ------------------------------------------
 
 
+class _RawPeer:
+    """The client end of a connection, writing raw bytes through the backend (any OS)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def sendall(self, data: bytes) -> None:
+        self.stream.send([data], Deadline(10))
+
+    def recv(self, size: int) -> bytes:
+        buf = bytearray(size)
+        count = self.stream.recv_into(memoryview(buf), Deadline(10))
+        return bytes(buf[:count])
+
+    def close(self) -> None:
+        self.stream.close()
+
+
 @contextlib.contextmanager
-def _raw_client(pipe_name: str, *, crc: bool = False) -> Iterator[tuple[socket.socket, Any]]:
-    """A listener's connection whose client end is a bare socket writing raw bytes."""
-    with (
-        npipes.listen(pipe_name, crc=crc) as listener,
-        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw,
-    ):
-        raw.settimeout(10)
-        raw.connect(listener.address)
-        with listener.accept(timeout=10) as conn:
-            yield raw, conn
+def _raw_client(pipe_name: str, *, crc: bool = False) -> Iterator[tuple[_RawPeer, Any]]:
+    """A listener's connection whose client end writes raw bytes (no framing)."""
+    with npipes.listen(pipe_name, crc=crc) as listener:
+        raw = _RawPeer(_backend.connect(resolve(pipe_name), Deadline(10), wait_for_listener=False))
+        try:
+            with listener.accept(timeout=10) as conn:
+                yield raw, conn
+        finally:
+            raw.close()
 
 
 def _invalid(fatal: bool) -> list[Any]:
@@ -261,26 +281,26 @@ def _invalid(fatal: bool) -> list[Any]:
     ]
 
 
-@pytest.mark.posix
 @pytest.mark.parametrize(("frame", "error"), _invalid(fatal=True))
 def test_broken_frame_closes_the_connection(
     pipe_name: str, frame: bytes, error: type[Exception]
 ) -> None:
     with _raw_client(pipe_name) as (raw, conn):
         raw.sendall(frame)
-        if error is npipes.IncompleteMessageError:
-            raw.shutdown(socket.SHUT_WR)  # the peer ends mid-frame
+        incomplete = error is npipes.IncompleteMessageError
+        if incomplete:
+            raw.close()  # the peer goes away mid-frame
         else:
             raw.sendall(GOOD_FRAME)
         with pytest.raises(error):
             conn.recv(timeout=10)
         assert conn.closed
-        assert raw.recv(1) == b""  # the receiver hung up
+        if not incomplete:
+            assert raw.recv(1) == b""  # the receiver hung up
         with pytest.raises(ConnectionClosedError):
             conn.recv(timeout=10)
 
 
-@pytest.mark.posix
 @pytest.mark.parametrize(("frame", "error"), _invalid(fatal=False))
 def test_bad_message_is_dropped_and_the_next_arrives(
     pipe_name: str, frame: bytes, error: type[Exception]
@@ -294,7 +314,6 @@ def test_bad_message_is_dropped_and_the_next_arrives(
         assert conn.recv(timeout=10) == GOOD_MESSAGE
 
 
-@pytest.mark.posix
 def test_crc_receiver_rejects_a_frame_without_crc(pipe_name: str) -> None:
     with _raw_client(pipe_name, crc=True) as (raw, conn):
         raw.sendall(VALID["hello_text_nocrc"] + GOOD_FRAME)

@@ -50,7 +50,6 @@ def test_sizes_and_types_both_directions(pipe_name: str, crc: bool) -> None:
     assert finish(proc) == 0
 
 
-@pytest.mark.posix
 @pytest.mark.slow
 def test_256_mib_message_costs_its_size_once(pipe_name: str) -> None:
     size = 256 * MiB

@@ -59,7 +59,15 @@ if TYPE_CHECKING:
 
 assert sys.platform == "win32" or not TYPE_CHECKING
 
-__all__ = ["PipeListener", "PipeStream", "connect", "listen", "security_descriptor_sddl"]
+__all__ = [
+    "CLIENT_FLAGS",
+    "PipeListener",
+    "PipeStream",
+    "connect",
+    "listen",
+    "pipe_modes",
+    "security_descriptor_sddl",
+]
 
 _SLICE_MS: Final = 100  # longest uninterruptible wait (Ctrl+C latency)
 _PIPE_BUFFER: Final = 64 * 1024
@@ -195,9 +203,11 @@ def _peer_of_client_side(handle: Any) -> PeerInfo:
         info = win32security.GetSecurityInfo(
             handle, win32security.SE_KERNEL_OBJECT, win32security.OWNER_SECURITY_INFORMATION
         )
-        sid = str(win32security.ConvertSidToStringSid(info.GetSecurityDescriptorOwner()))
+        owner = info.GetSecurityDescriptorOwner()
+        if owner is not None:
+            sid = str(win32security.ConvertSidToStringSid(owner))
     except pywintypes.error:
-        pass
+        pass  # not readable: sid stays None
     return PeerInfo(pid=pid, sid=sid)
 
 
@@ -326,6 +336,26 @@ class PipeStream:
 # -- listener -------------------------------------------------------------------
 
 
+def pipe_modes(options: ListenOptions, *, first: bool) -> tuple[int, int]:
+    """``(dwOpenMode, dwPipeMode)`` for CreateNamedPipe: the secure defaults in one place."""
+    open_mode = win32pipe.PIPE_ACCESS_DUPLEX | win32file.FILE_FLAG_OVERLAPPED
+    if first:
+        open_mode |= FILE_FLAG_FIRST_PIPE_INSTANCE
+    pipe_mode = win32pipe.PIPE_TYPE_MESSAGE | win32pipe.PIPE_READMODE_MESSAGE
+    pipe_mode |= win32pipe.PIPE_WAIT
+    if not options.allow_remote:
+        pipe_mode |= PIPE_REJECT_REMOTE_CLIENTS
+    return open_mode, pipe_mode
+
+
+CLIENT_FLAGS: Final = (
+    win32file.FILE_FLAG_OVERLAPPED
+    | win32con.SECURITY_SQOS_PRESENT
+    | win32file.SECURITY_IDENTIFICATION
+)
+"""CreateFile flags of a client: overlapped, and a server may only identify us, not impersonate."""
+
+
 def _name_semaphore(path: str) -> Any:
     """Take this process's claim on ``path``: a named semaphore of count 1.
 
@@ -372,13 +402,7 @@ class PipeListener:
         return self._closed
 
     def _create_instance(self, *, first: bool) -> Any:
-        open_mode = win32pipe.PIPE_ACCESS_DUPLEX | win32file.FILE_FLAG_OVERLAPPED
-        if first:
-            open_mode |= FILE_FLAG_FIRST_PIPE_INSTANCE
-        pipe_mode = win32pipe.PIPE_TYPE_MESSAGE | win32pipe.PIPE_READMODE_MESSAGE
-        pipe_mode |= win32pipe.PIPE_WAIT
-        if not self._options.allow_remote:
-            pipe_mode |= PIPE_REJECT_REMOTE_CLIENTS
+        open_mode, pipe_mode = pipe_modes(self._options, first=first)
         try:
             return win32pipe.CreateNamedPipe(
                 self._address,
@@ -480,8 +504,6 @@ def connect(address: Address, deadline: Deadline, *, wait_for_listener: bool) ->
     """
     path = address.path
     pause = 0.001
-    flags = win32file.FILE_FLAG_OVERLAPPED | win32con.SECURITY_SQOS_PRESENT
-    flags |= win32file.SECURITY_IDENTIFICATION
     while True:
         try:
             handle = win32file.CreateFile(
@@ -490,7 +512,7 @@ def connect(address: Address, deadline: Deadline, *, wait_for_listener: bool) ->
                 0,
                 None,
                 win32file.OPEN_EXISTING,
-                flags,
+                CLIENT_FLAGS,
                 None,
             )
             break
