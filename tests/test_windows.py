@@ -33,7 +33,13 @@ if sys.platform == "win32":
     from npipes._backend import windows as backend
 
 WINE = running_under_wine()
-needs_real_windows = pytest.mark.skipif(WINE, reason="Wine 8 does not enforce this (see docs)")
+
+
+def needs_real_windows(what: str) -> pytest.MarkDecorator:
+    """Skip under Wine only, naming the Windows feature Wine 8 does not enforce."""
+    return pytest.mark.skipif(WINE, reason=f"Wine 8 does not enforce {what} (docs/windows.md)")
+
+
 MiB = 1 << 20
 
 
@@ -264,7 +270,7 @@ def test_second_npipes_listener_is_refused_even_under_wine(listener: npipes.List
         pass  # the first listener is unharmed
 
 
-@needs_real_windows
+@needs_real_windows("FILE_FLAG_FIRST_PIPE_INSTANCE")
 def test_foreign_server_name_cannot_be_squatted(pipe_name: str) -> None:
     ready, done = CTX.Event(), CTX.Event()
     proc = start(winpeers.hold_raw_pipe, _path(pipe_name), ready, done)
@@ -277,7 +283,7 @@ def test_foreign_server_name_cannot_be_squatted(pipe_name: str) -> None:
         finish(proc)
 
 
-@needs_real_windows
+@needs_real_windows("DACL access checks on open")
 def test_dacl_denies_access(pipe_name: str) -> None:
     with (
         npipes.listen(pipe_name, security_descriptor="D:P"),
@@ -286,7 +292,7 @@ def test_dacl_denies_access(pipe_name: str) -> None:
         npipes.connect(pipe_name, timeout=5)
 
 
-@needs_real_windows
+@needs_real_windows("the SQOS impersonation level")
 def test_server_can_only_identify_the_client(listener: npipes.Listener) -> None:
     with npipes.connect(listener.name, timeout=10), listener.accept(timeout=10) as conn:
         handle = conn._stream.handle  # type: ignore[attr-defined]
