@@ -517,3 +517,25 @@ def test_concurrent_senders_never_interleave_frames(pipe_name: str) -> None:
     assert not errors
     assert report == {"next": [per_thread] * threads, "errors": []}
     assert finish(proc) == 0
+
+
+@pytest.mark.parametrize("crc", [False, True])
+def test_send_many_batches_and_keeps_order(pipe_name: str, crc: bool) -> None:
+    messages: list[bytes | str] = [f"m{i}" for i in range(3000)]
+    messages[10] = b"x" * (300 * 1024)  # a large payload in the middle goes uncopied
+    messages[20] = b""
+    with npipes.listen(pipe_name, crc=crc) as listener:
+        client = npipes.connect(pipe_name, timeout=10, crc=crc)
+        with client, listener.accept(timeout=10) as conn:
+            sender = threading.Thread(target=lambda: client.send_many(iter(messages), timeout=30))
+            sender.start()
+            got = [conn.recv(timeout=30) for _ in messages]
+            sender.join(30)
+            assert got == messages
+            assert client.send_many([]) == 0
+        small = npipes.connect(pipe_name, timeout=10, max_message_size=10, crc=crc)
+        with small, listener.accept(timeout=10) as conn2:
+            with pytest.raises(npipes.MessageTooLargeError):
+                small.send_many(["ok", b"y" * 100], timeout=5)
+            small.send("after")  # nothing of the failed batch was written
+            assert conn2.recv(timeout=10) == "after"

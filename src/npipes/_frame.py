@@ -20,11 +20,11 @@ without a buffer-aware transport.
 from __future__ import annotations
 
 import struct
-import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, final
 
 from ._buffers import allocate
+from ._crc import crc32
 from .errors import (
     BufferTooSmallError,
     ChecksumError,
@@ -64,9 +64,6 @@ READ_BUFFER_SIZE: Final = 64 * 1024
 
 _HEADER: Final = struct.Struct("<2sBBIQ")
 _TRAILER: Final = struct.Struct("<I")
-
-crc32 = zlib.crc32
-"""CRC-32/ISO-HDLC, the checksum of the CRC trailer (docs/protocol.md §CRC)."""
 
 
 def frame_parts(

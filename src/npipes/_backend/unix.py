@@ -57,6 +57,7 @@ __all__ = ["UnixListener", "UnixStream", "connect", "listen"]
 
 _MSG_NOSIGNAL: Final = getattr(socket, "MSG_NOSIGNAL", 0)
 _SEND_FLAGS: Final = _MSG_NOSIGNAL
+_IOV_MAX: Final = 512  # buffers per sendmsg; POSIX guarantees at least 16, Linux/macOS 1024
 _SEND_FLAGS_NOWAIT: Final = _MSG_NOSIGNAL | socket.MSG_DONTWAIT
 # Poll results that mean "go ahead and try the call": it will then succeed or
 # report the real error.
@@ -158,7 +159,7 @@ class UnixStream:
                     if len(views) == 1:
                         sent = sock.send(views[0], flags)
                     else:
-                        sent = sock.sendmsg(views, (), flags)
+                        sent = sock.sendmsg(views[:_IOV_MAX], (), flags)
                 except BlockingIOError:
                     _poll(sock, _READY_OUT, deadline, "send")
                     continue
