@@ -53,7 +53,15 @@ if TYPE_CHECKING:
 
 assert sys.platform != "win32"
 
-__all__ = ["UnixListener", "UnixStream", "connect", "listen"]
+__all__ = [
+    "UnixListener",
+    "UnixStream",
+    "connect",
+    "connect_failed",
+    "listen",
+    "new_socket",
+    "peer_credentials",
+]
 
 _MSG_NOSIGNAL: Final = getattr(socket, "MSG_NOSIGNAL", 0)
 _SEND_FLAGS: Final = _MSG_NOSIGNAL
@@ -65,7 +73,7 @@ _READY_IN: Final = select.POLLIN | select.POLLHUP | select.POLLERR | select.POLL
 _READY_OUT: Final = select.POLLOUT | select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
-def _peer_credentials(sock: socket.socket) -> PeerInfo:
+def peer_credentials(sock: socket.socket) -> PeerInfo:
     """pid/uid/gid of the peer: SO_PEERCRED (Linux) or LOCAL_PEERCRED/LOCAL_PEERPID (macOS)."""
     so_peercred = getattr(socket, "SO_PEERCRED", None)
     if so_peercred is not None:
@@ -405,18 +413,24 @@ class UnixListener:
                             "the listener was closed", address=self._address
                         ) from exc
                     raise translate_os_error(exc, "accept", address=self._address) from exc
-                stream = self._admit(sock)
-                if stream is not None:
-                    return stream
+                peer = self.admit(sock)
+                if peer is not None:
+                    return UnixStream(sock, peer, self._address)
         finally:
             with self._lock:
                 self._waiters -= 1
                 if self._waiters == 0 and self.closed:
                     self._close_wake()
 
-    def _admit(self, sock: socket.socket) -> UnixStream | None:
+    @property
+    def listening_socket(self) -> socket.socket:
+        """The listening socket (non-blocking), for the asyncio front end."""
+        return self._sock
+
+    def admit(self, sock: socket.socket) -> PeerInfo | None:
+        """The peer of a just-accepted ``sock``, or None after closing it (wrong uid, gone)."""
         try:
-            peer = _peer_credentials(sock)
+            peer = peer_credentials(sock)
         except OSError:
             sock.close()
             return None  # the client already left
@@ -424,7 +438,7 @@ class UnixListener:
             # Another user reached the socket (e.g. its mode was changed): refuse at once.
             sock.close()
             return None
-        return UnixStream(sock, peer, self._address)
+        return peer
 
     def _close_wake(self) -> None:
         for fd in (self._wake_r, self._wake_w):
@@ -486,33 +500,46 @@ def connect(address: Address, deadline: Deadline, *, wait_for_listener: bool) ->
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            remaining = deadline.remaining()
-            sock.settimeout(remaining)
+            sock.settimeout(deadline.remaining())
             sock.connect(path)
             sock.settimeout(None)
-            return UnixStream(sock, _peer_credentials(sock), path)
+            return UnixStream(sock, peer_credentials(sock), path)
         except OSError as exc:
             sock.close()
-            if isinstance(exc, TimeoutError) or exc.errno == errno.ETIMEDOUT:
-                raise PipeTimeoutError(
-                    f"connect to {path} timed out after {deadline.timeout} s",
-                    timeout=deadline.timeout,
-                    address=path,
-                ) from exc
-            retry = exc.errno == errno.EAGAIN or (
-                wait_for_listener and exc.errno in (errno.ENOENT, errno.ECONNREFUSED)
-            )
-            if not retry or deadline.expired():
-                if retry and wait_for_listener:
-                    raise PipeTimeoutError(
-                        f"no listener appeared at {path} within {deadline.timeout} s",
-                        timeout=deadline.timeout,
-                        address=path,
-                    ) from exc
-                raise translate_os_error(exc, "connect", address=path) from exc
+            connect_failed(exc, address, deadline, wait_for_listener=wait_for_listener)
         except BaseException:
             sock.close()
             raise
         left = deadline.remaining()
         time.sleep(pause if left is None else min(pause, left))
         pause = min(pause * 2, 0.05)
+
+
+def new_socket() -> socket.socket:
+    """A fresh Unix stream socket (for the asyncio front end's connect)."""
+    return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+
+
+def connect_failed(
+    exc: OSError, address: Address, deadline: Deadline, *, wait_for_listener: bool
+) -> None:
+    """Decide after a failed connect: return to retry, or raise the npipes error."""
+    path = address.path
+    if isinstance(exc, TimeoutError) or exc.errno == errno.ETIMEDOUT:
+        raise PipeTimeoutError(
+            f"connect to {path} timed out after {deadline.timeout} s",
+            timeout=deadline.timeout,
+            address=path,
+        ) from exc
+    retry = exc.errno == errno.EAGAIN or (
+        wait_for_listener and exc.errno in (errno.ENOENT, errno.ECONNREFUSED)
+    )
+    if retry and not deadline.expired():
+        return
+    if retry and wait_for_listener:
+        raise PipeTimeoutError(
+            f"no listener appeared at {path} within {deadline.timeout} s",
+            timeout=deadline.timeout,
+            address=path,
+        ) from exc
+    raise translate_os_error(exc, "connect", address=path) from exc

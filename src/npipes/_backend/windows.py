@@ -64,9 +64,13 @@ __all__ = [
     "PipeListener",
     "PipeStream",
     "connect",
+    "create_instance",
     "listen",
+    "listener_security",
+    "not_found",
     "pipe_modes",
     "security_descriptor_sddl",
+    "try_open_client",
 ]
 
 _SLICE_MS: Final = 100  # longest uninterruptible wait (Ctrl+C latency)
@@ -374,6 +378,39 @@ def _name_semaphore(path: str) -> Any:
     return sem
 
 
+def create_instance(path: str, options: ListenOptions, sa: Any, *, first: bool) -> Any:
+    """One more instance of the pipe ``path`` (a PyHANDLE), with the secure defaults.
+
+    Raises:
+        PipeInUseError: ``first`` and another process already serves ``path``.
+    """
+    open_mode, pipe_mode = pipe_modes(options, first=first)
+    try:
+        return win32pipe.CreateNamedPipe(
+            path,
+            open_mode,
+            pipe_mode,
+            win32pipe.PIPE_UNLIMITED_INSTANCES,
+            _PIPE_BUFFER,
+            _PIPE_BUFFER,
+            0,
+            sa,
+        )
+    except pywintypes.error as exc:
+        if first and exc.winerror == _ERROR_ACCESS_DENIED:
+            raise PipeInUseError(
+                f"another process already serves {path}"
+                " (FILE_FLAG_FIRST_PIPE_INSTANCE refused); pick another name or stop it",
+                address=path,
+            ) from exc
+        raise _error(exc, "listen", path) from exc
+
+
+def listener_security(options: ListenOptions) -> Any:
+    """The SECURITY_ATTRIBUTES every instance of a listener's pipe is created with."""
+    return _security_attributes(security_descriptor_sddl(options))
+
+
 @final
 class PipeListener:
     """A named pipe server that always keeps one instance waiting."""
@@ -382,7 +419,7 @@ class PipeListener:
         self._closed = True
         self._address = address.path
         self._options = options
-        self._sa = _security_attributes(security_descriptor_sddl(options))
+        self._sa = listener_security(options)
         self._accept_lock = threading.Lock()
         self._claim = _name_semaphore(self._address)
         try:
@@ -402,26 +439,7 @@ class PipeListener:
         return self._closed
 
     def _create_instance(self, *, first: bool) -> Any:
-        open_mode, pipe_mode = pipe_modes(self._options, first=first)
-        try:
-            return win32pipe.CreateNamedPipe(
-                self._address,
-                open_mode,
-                pipe_mode,
-                win32pipe.PIPE_UNLIMITED_INSTANCES,
-                _PIPE_BUFFER,
-                _PIPE_BUFFER,
-                0,
-                self._sa,
-            )
-        except pywintypes.error as exc:
-            if first and exc.winerror == _ERROR_ACCESS_DENIED:
-                raise PipeInUseError(
-                    f"another process already serves {self._address}"
-                    " (FILE_FLAG_FIRST_PIPE_INSTANCE refused); pick another name or stop it",
-                    address=self._address,
-                ) from exc
-            raise _error(exc, "listen", self._address) from exc
+        return create_instance(self._address, self._options, self._sa, first=first)
 
     def accept(self, deadline: Deadline) -> PipeStream:
         with self._accept_lock:
@@ -505,42 +523,47 @@ def connect(address: Address, deadline: Deadline, *, wait_for_listener: bool) ->
     path = address.path
     pause = 0.001
     while True:
-        try:
-            handle = win32file.CreateFile(
-                path,
-                win32file.GENERIC_READ | win32file.GENERIC_WRITE,
-                0,
-                None,
-                win32file.OPEN_EXISTING,
-                CLIENT_FLAGS,
-                None,
-            )
+        handle = try_open_client(path)
+        if not isinstance(handle, pywintypes.error):
             break
-        except pywintypes.error as exc:
-            code = exc.winerror
-            if code == _ERROR_PIPE_BUSY:
-                if deadline.expired():
-                    raise PipeBusyError(
-                        f"every instance of {path} stayed busy for {deadline.timeout} s",
-                        address=path,
-                    ) from exc
-                left = deadline.remaining_ms()
-                # A timeout slice, or the pipe vanished: the next CreateFile says which.
-                with contextlib.suppress(pywintypes.error):
-                    win32pipe.WaitNamedPipe(path, _SLICE_MS if left < 0 else min(left, _SLICE_MS))
-                continue
-            if code == _ERROR_FILE_NOT_FOUND and wait_for_listener:
-                if deadline.expired():
-                    raise PipeTimeoutError(
-                        f"no listener appeared at {path} within {deadline.timeout} s",
-                        timeout=deadline.timeout,
-                        address=path,
-                    ) from exc
-                left_s = deadline.remaining()
-                time.sleep(pause if left_s is None else min(pause, left_s))
-                pause = min(pause * 2, 0.05)
-                continue
-            raise _error(exc, "connect", path) from exc
+        if handle.winerror == _ERROR_PIPE_BUSY:
+            if deadline.expired():
+                raise PipeBusyError(
+                    f"every instance of {path} stayed busy for {deadline.timeout} s", address=path
+                ) from handle
+            left = deadline.remaining_ms()
+            # A timeout slice, or the pipe vanished: the next CreateFile says which.
+            with contextlib.suppress(pywintypes.error):
+                win32pipe.WaitNamedPipe(path, _SLICE_MS if left < 0 else min(left, _SLICE_MS))
+            continue
+        not_found(handle, path, deadline, wait_for_listener=wait_for_listener)
+        left_s = deadline.remaining()
+        time.sleep(pause if left_s is None else min(pause, left_s))
+        pause = min(pause * 2, 0.05)
+    return PipeStream(handle, _peer_of_client_side(handle), path)
+
+
+def try_open_client(path: str) -> Any:
+    """Open the client end of ``path``: a PyHANDLE, or the error to decide on.
+
+    Returns the ``pywintypes.error`` for ``ERROR_PIPE_BUSY`` and
+    ``ERROR_FILE_NOT_FOUND`` (the caller may retry); raises the translated
+    error for anything else.
+    """
+    try:
+        handle = win32file.CreateFile(
+            path,
+            win32file.GENERIC_READ | win32file.GENERIC_WRITE,
+            0,
+            None,
+            win32file.OPEN_EXISTING,
+            CLIENT_FLAGS,
+            None,
+        )
+    except pywintypes.error as exc:
+        if exc.winerror in (_ERROR_PIPE_BUSY, _ERROR_FILE_NOT_FOUND):
+            return exc
+        raise _error(exc, "connect", path) from exc
     # Message read mode where the server offers it; a byte-mode server refuses the
     # switch, and since frames are a byte stream that is fine.
     with contextlib.suppress(pywintypes.error):
@@ -550,4 +573,18 @@ def connect(address: Address, deadline: Deadline, *, wait_for_listener: bool) ->
             None,
             None,
         )
-    return PipeStream(handle, _peer_of_client_side(handle), path)
+    return handle
+
+
+def not_found(
+    exc: pywintypes.error, path: str, deadline: Deadline, *, wait_for_listener: bool
+) -> None:
+    """After ERROR_FILE_NOT_FOUND: return to retry, or raise the npipes error."""
+    if not wait_for_listener:
+        raise _error(exc, "connect", path) from exc
+    if deadline.expired():
+        raise PipeTimeoutError(
+            f"no listener appeared at {path} within {deadline.timeout} s",
+            timeout=deadline.timeout,
+            address=path,
+        ) from exc

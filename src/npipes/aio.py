@@ -1,0 +1,545 @@
+"""The asyncio front end: ``npipes.aio.connect``, ``listen``, ``serve``.
+
+Same names, options, errors and wire format as the sync API, over the same
+codec and backends. The transport feeds a ``BufferedProtocol`` whose
+``get_buffer`` is the decoder's, so on POSIX the loop reads straight into the
+decoder (large messages into one buffer of their exact size) and on Windows
+the proactor copies each completed read in once.
+
+Frames are decoded as they arrive, independently of ``recv`` calls, and wait
+in a small queue; so cancelling ``recv`` (or a timeout around it) never
+consumes or tears a message: the connection stays intact. When the queue is
+full the transport stops reading, so a fast sender against a slow reader is
+held back by the OS, not buffered without bound. ``send`` writes the whole
+frame at once (frames never interleave) and then waits for the transport to
+drain below its high-water mark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Final, Self, TypeVar, final
+
+from ._backend import ListenOptions, PeerInfo
+from ._backend.aio import AioListener, open_connection
+from ._deadline import Deadline
+from ._frame import DEFAULT_MAX_MESSAGE_SIZE, Frame, FrameDecoder, frame_parts
+from ._names import resolve
+from .connection import _check_framing, _check_limit
+from .errors import ChecksumError, ConnectionClosedError, NpipesError, PipeTimeoutError
+
+if TYPE_CHECKING:
+    from ._types import Payload
+
+__all__ = ["Connection", "Listener", "Server", "connect", "listen", "serve"]
+
+log = logging.getLogger("npipes.server")
+_T = TypeVar("_T")
+
+_QUEUE_HIGH: Final = 64  # decoded messages waiting before reading pauses
+_QUEUE_LOW: Final = 16
+_JOIN_LIMIT: Final = 64 * 1024  # frames below this go to the transport as one write
+
+
+class _FrameProtocol(asyncio.BufferedProtocol):
+    """Decodes frames as bytes arrive and queues them (or their errors) for ``recv``."""
+
+    def __init__(self, decoder: FrameDecoder) -> None:
+        self._decoder = decoder
+        self._queue: collections.deque[Frame | NpipesError] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self.transport: asyncio.Transport | None = None
+        self.lost = False
+        self.lost_waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._write_paused = False
+        self._read_paused = False
+
+    # -- asyncio callbacks ----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._decoder.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._decoder.buffer_updated(nbytes)
+        self._drain_decoder()
+
+    def eof_received(self) -> bool | None:
+        self._decoder.feed_eof()
+        self._drain_decoder()
+        return None  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost:
+            self.lost = True
+            if not self._decoder.broken:
+                self._decoder.feed_eof()  # clean close, or IncompleteMessageError mid-frame
+                self._drain_decoder()
+        self._wake()
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        if not self.lost_waiter.done():
+            self.lost_waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    # -- decoding ---------------------------------------------------------------
+
+    def _drain_decoder(self) -> None:
+        decoder = self._decoder
+        while not decoder.broken:
+            try:
+                frame = decoder.next_frame()
+            except ConnectionClosedError as exc:
+                if not self._queue or not isinstance(self._queue[-1], ConnectionClosedError):
+                    self._queue.append(exc)
+                break
+            except NpipesError as exc:
+                self._queue.append(exc)
+                if self._decoder.broken and self.transport is not None:
+                    self.transport.abort()  # framing is lost
+                continue
+            if frame is None:
+                break
+            self._queue.append(frame)
+        if len(self._queue) >= _QUEUE_HIGH and not self._read_paused and self.transport:
+            self._read_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- for the Connection -------------------------------------------------------
+
+    async def next_frame(self) -> Frame:
+        while not self._queue:
+            if self.lost:
+                raise ConnectionClosedError("the connection is closed")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter  # cancelling here consumes nothing
+            finally:
+                self._waiter = None
+        item = self._queue[0]
+        if isinstance(item, ConnectionClosedError):
+            self._queue[0] = ConnectionClosedError(str(item))  # raise a fresh one next time
+            raise item
+        self._queue.popleft()
+        if self._read_paused and len(self._queue) <= _QUEUE_LOW and self.transport:
+            self._read_paused = False
+            self.transport.resume_reading()
+        if isinstance(item, NpipesError):
+            raise item
+        return item
+
+    async def drain(self) -> None:
+        if self.lost:
+            raise ConnectionClosedError("the connection is closed")
+        if not self._write_paused:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+        if self.lost:
+            raise ConnectionClosedError("the peer closed the connection")
+
+
+@final
+class Connection:
+    """An asyncio message connection; create it with :func:`connect` or
+    :meth:`Listener.accept`. Same behaviour and errors as :class:`npipes.Connection`."""
+
+    def __init__(
+        self,
+        transport: asyncio.BaseTransport,
+        protocol: _FrameProtocol,
+        peer: PeerInfo,
+        *,
+        name: str,
+        address: str,
+        crc: bool,
+        max_message_size: int | None,
+    ) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._protocol = protocol
+        self._peer = peer
+        self._closed = False
+        self.name: Final = name
+        self.address: Final = address
+        self.crc: Final = crc
+        self.max_message_size: Final = max_message_size
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<npipes.aio.Connection {self.address!r} {state}>"
+
+    @property
+    def peer(self) -> PeerInfo:
+        """The other process: ``pid``, and ``uid``/``gid`` (POSIX) or ``sid`` (Windows)."""
+        return self._peer
+
+    @property
+    def closed(self) -> bool:
+        """True once closed by :meth:`aclose`, by the peer, or after an error that lost framing."""
+        return self._closed or (self._protocol.lost and not self._protocol._queue)
+
+    def _fail(self, exc: NpipesError) -> NpipesError:
+        exc.name, exc.address = self.name, self.address
+        return exc
+
+    async def send(
+        self, data: Payload, *, timeout: float | None = None, crc: bool | None = None
+    ) -> None:
+        """Send one message; waits while the transport's buffer is above its high-water mark.
+
+        Raises:
+            MessageTooLargeError: above ``max_message_size``; nothing sent.
+            PipeTimeoutError: the buffer did not drain in time (the message is
+                queued and will still go out; the connection stays usable).
+            ConnectionClosedError: the connection is closed.
+        """
+        with_crc = self.crc if crc is None else crc
+        header, payload, trailer = frame_parts(data, crc=with_crc, max_size=self.max_message_size)
+        if self._closed or self._protocol.lost or self._transport.is_closing():
+            raise self._fail(ConnectionClosedError("the connection is closed"))
+        size = len(header) + memoryview(payload).nbytes + len(trailer)
+        if size <= _JOIN_LIMIT:
+            self._transport.write(b"".join((header, payload, trailer)))
+        else:  # all parts now, with no await between them: frames never interleave
+            self._transport.write(header)
+            self._transport.write(memoryview(payload))
+            if trailer:
+                self._transport.write(trailer)
+        await self._wait(self._protocol.drain(), timeout, "send")
+
+    async def recv(self, timeout: float | None = None, *, crc: bool | None = None) -> bytes | str:
+        """Receive the next message (``str`` for text, ``bytes`` for binary).
+
+        Cancelling it, or a timeout, consumes nothing: the connection stays usable.
+
+        Args:
+            crc: require a CRC-32 on this message; None uses the connection's setting.
+        Raises:
+            As :meth:`npipes.Connection.recv`.
+        """
+        frame = await self._wait(self._protocol.next_frame(), timeout, "recv")
+        if not frame.crc and (self.crc if crc is None else crc):
+            raise self._fail(
+                ChecksumError(
+                    "the peer sent a message without a CRC-32 but this side requires one"
+                    " (crc=True); the message was dropped. Open the peer with crc=True too."
+                )
+            )
+        return frame.message
+
+    async def _wait(self, awaitable: Awaitable[_T], timeout: float | None, what: str) -> _T:
+        try:
+            async with asyncio.timeout(Deadline(timeout).remaining()):
+                return await awaitable
+        except TimeoutError as exc:
+            raise self._fail(
+                PipeTimeoutError(f"{what} timed out after {timeout} s", timeout=timeout)
+            ) from exc
+        except NpipesError as exc:
+            raise self._fail(exc) from None
+
+    def __aiter__(self) -> AsyncIterator[bytes | str]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[bytes | str]:
+        while True:
+            try:
+                yield await self.recv()
+            except ConnectionClosedError as exc:
+                if type(exc) is ConnectionClosedError:
+                    return
+                raise
+
+    async def aclose(self) -> None:
+        """Close the connection (idempotent); what was sent is still delivered."""
+        if self._closed:
+            return
+        self._closed = True
+        self._transport.close()  # flushes what is buffered, then closes
+        with contextlib.suppress(Exception):
+            await self._protocol.lost_waiter
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _protocol_factory(crc: bool, max_message_size: int | None) -> Callable[[], _FrameProtocol]:
+    # The decoder verifies any CRC that is present; "required" is checked per recv.
+    del crc
+    return lambda: _FrameProtocol(FrameDecoder(max_message_size=max_message_size))
+
+
+@final
+class Listener:
+    """An asyncio listener; create it with :func:`listen`. Same behaviour as
+    :class:`npipes.Listener`, with ``await accept()`` and ``await aclose()``."""
+
+    def __init__(
+        self, raw: AioListener, *, name: str, crc: bool, max_message_size: int | None
+    ) -> None:
+        self._raw = raw
+        self.name: Final = name
+        self.crc: Final = crc
+        self.max_message_size: Final = max_message_size
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "listening"
+        return f"<npipes.aio.Listener {self.address!r} {state}>"
+
+    @property
+    def address(self) -> str:
+        """The OS address: socket path, or ``\\\\.\\pipe\\NAME`` on Windows."""
+        return self._raw.address
+
+    @property
+    def closed(self) -> bool:
+        return self._raw.closed
+
+    async def accept(self, timeout: float | None = None) -> Connection:
+        """Wait for the next client. Cancelling it leaves the listener serving.
+
+        Raises:
+            PipeTimeoutError: nobody came within ``timeout`` seconds.
+            ConnectionClosedError: the listener was closed.
+        """
+        factory = _protocol_factory(self.crc, self.max_message_size)
+        try:
+            async with asyncio.timeout(timeout):
+                transport, protocol, peer = await self._raw.accept(factory)
+        except TimeoutError as exc:
+            raise PipeTimeoutError(
+                f"no client connected to {self.address} within {timeout} s",
+                timeout=timeout,
+                name=self.name,
+                address=self.address,
+            ) from exc
+        return Connection(
+            transport,
+            protocol,
+            peer,
+            name=self.name,
+            address=self.address,
+            crc=self.crc,
+            max_message_size=self.max_message_size,
+        )
+
+    async def aclose(self) -> None:
+        """Stop listening and remove the endpoint; idempotent."""
+        self._raw.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def listen(
+    name: str,
+    *,
+    crc: bool = False,
+    framing: str = "npipes",
+    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    allow_other_users: bool = False,
+    backlog: int = 128,
+    allow_remote: bool = False,
+    allowed_users: Sequence[str] = (),
+    security_descriptor: str | None = None,
+) -> Listener:
+    """Listen on ``name``; the options and errors are those of :func:`npipes.listen`."""
+    _check_framing(framing)
+    _check_limit(max_message_size)
+    options = ListenOptions(
+        allow_other_users=allow_other_users,
+        backlog=backlog,
+        allow_remote=allow_remote,
+        allowed_users=tuple(allowed_users),
+        security_descriptor=security_descriptor,
+    )
+    try:
+        raw = AioListener(resolve(name), options)
+    except NpipesError as exc:
+        exc.name = name
+        raise
+    return Listener(raw, name=name, crc=crc, max_message_size=max_message_size)
+
+
+async def connect(
+    name: str,
+    *,
+    timeout: float | None = None,
+    crc: bool = False,
+    framing: str = "npipes",
+    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    wait_for_listener: bool = False,
+) -> Connection:
+    """Connect to ``name``; the options and errors are those of :func:`npipes.connect`."""
+    _check_framing(framing)
+    _check_limit(max_message_size)
+    address = resolve(name)
+    deadline = Deadline(timeout)
+    try:
+        transport, protocol, peer = await open_connection(
+            address,
+            deadline,
+            wait_for_listener=wait_for_listener,
+            protocol_factory=_protocol_factory(crc, max_message_size),
+        )
+    except NpipesError as exc:
+        exc.name = name
+        raise
+    return Connection(
+        transport,
+        protocol,
+        peer,
+        name=name,
+        address=address.path,
+        crc=crc,
+        max_message_size=max_message_size,
+    )
+
+
+Handler = Callable[[Connection], Awaitable[None]]
+
+
+@final
+class Server:
+    """A running :func:`serve`: one task per connection, at most ``max_connections``."""
+
+    def __init__(self, listener: Listener, handler: Handler, max_connections: int) -> None:
+        self.listener: Final = listener
+        self._handler = handler
+        self._slots = asyncio.Semaphore(max_connections)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._connections: set[Connection] = set()
+        self._accepting = asyncio.ensure_future(self._accept_loop())
+        self._closed = asyncio.get_running_loop().create_future()
+
+    @property
+    def address(self) -> str:
+        return self.listener.address
+
+    @property
+    def active(self) -> int:
+        """Connections being handled now."""
+        return len(self._tasks)
+
+    async def _accept_loop(self) -> None:
+        while True:
+            await self._slots.acquire()  # bounded: stop accepting while full
+            try:
+                conn = await self.listener.accept()
+            except ConnectionClosedError:
+                self._slots.release()
+                return
+            except NpipesError:
+                self._slots.release()
+                log.exception("accept failed on %s; still serving", self.address)
+                continue
+            task = asyncio.ensure_future(self._run(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, conn: Connection) -> None:
+        self._connections.add(conn)
+        try:
+            async with conn:
+                await self._handler(conn)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("handler failed for a connection on %s", self.address)
+        finally:
+            self._connections.discard(conn)
+            self._slots.release()
+
+    async def serve_forever(self) -> None:
+        """Wait until the server is closed (cancel it to close the server)."""
+        try:
+            await asyncio.shield(self._closed)
+        except asyncio.CancelledError:
+            await self.aclose()
+            raise
+
+    async def aclose(self, timeout: float | None = 5.0) -> None:
+        """Stop accepting, let handlers finish for up to ``timeout`` s, then close the rest."""
+        await self.listener.aclose()
+        self._accepting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._accepting
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        for conn in list(self._connections):
+            await conn.aclose()
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def serve(
+    name: str, handler: Handler, *, max_connections: int = 256, **options: object
+) -> Server:
+    """Listen on ``name`` and run ``await handler(conn)`` in its own task for each client.
+
+    At most ``max_connections`` handlers run at once (further clients wait in
+    the OS queue). A handler's exception is logged (logger ``npipes.server``)
+    and the server keeps serving. ``options`` are those of :func:`listen`.
+    """
+    if max_connections < 1:
+        raise ValueError("max_connections must be at least 1")
+    listener = await listen(name, **options)  # type: ignore[arg-type]
+    return Server(listener, handler, max_connections)
