@@ -32,6 +32,7 @@ from .errors import (
     PipeTimeoutError,
     ProtocolError,
 )
+from .server import Server, serve
 
 __version__ = "2.0.0.dev0"
 
@@ -54,7 +55,18 @@ __all__ = [
     "PipePermissionError",
     "PipeTimeoutError",
     "ProtocolError",
+    "Server",
     "__version__",
     "connect",
     "listen",
+    "serve",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # npipes.aio imports asyncio: load it on first use, not with every `import npipes`.
+    if name == "aio":
+        import importlib
+
+        return importlib.import_module(".aio", __name__)
+    raise AttributeError(f"module 'npipes' has no attribute {name!r}")

@@ -531,15 +531,36 @@ class Server:
 
 
 async def serve(
-    name: str, handler: Handler, *, max_connections: int = 256, **options: object
+    name: str,
+    handler: Handler,
+    *,
+    max_connections: int = 256,
+    crc: bool = False,
+    framing: str = "npipes",
+    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    allow_other_users: bool = False,
+    backlog: int = 128,
+    allow_remote: bool = False,
+    allowed_users: Sequence[str] = (),
+    security_descriptor: str | None = None,
 ) -> Server:
     """Listen on ``name`` and run ``await handler(conn)`` in its own task for each client.
 
     At most ``max_connections`` handlers run at once (further clients wait in
     the OS queue). A handler's exception is logged (logger ``npipes.server``)
-    and the server keeps serving. ``options`` are those of :func:`listen`.
+    and the server keeps serving. Other options are those of :func:`listen`.
     """
     if max_connections < 1:
         raise ValueError("max_connections must be at least 1")
-    listener = await listen(name, **options)  # type: ignore[arg-type]
+    listener = await listen(
+        name,
+        crc=crc,
+        framing=framing,
+        max_message_size=max_message_size,
+        allow_other_users=allow_other_users,
+        backlog=backlog,
+        allow_remote=allow_remote,
+        allowed_users=allowed_users,
+        security_descriptor=security_descriptor,
+    )
     return Server(listener, handler, max_connections)
