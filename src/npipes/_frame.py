@@ -276,6 +276,9 @@ class FrameDecoder:
         self._buf[self._end : self._end + len(view)] = view
         self._end += len(view)
 
+    def message_end(self) -> None:
+        """A read or pipe message ended: nothing to do, v1 frames are a byte stream."""
+
     def feed_eof(self) -> None:
         """Record that the stream ended; ``next_frame`` reports it once drained."""
         self._eof = True

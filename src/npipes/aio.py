@@ -26,12 +26,20 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self, TypeVar, final
 
 from ._backend import ListenOptions, PeerInfo
-from ._backend.aio import AioListener, open_connection
+from ._backend.aio import READS_KEEP_MESSAGE_BOUNDARIES, AioListener, open_connection
 from ._deadline import Deadline
-from ._frame import DEFAULT_MAX_MESSAGE_SIZE, Frame, FrameDecoder, frame_parts
+from ._frame import DEFAULT_MAX_MESSAGE_SIZE, Frame
+from ._framings import Codec, Decoder, get_codec
 from ._names import resolve
-from .connection import _check_framing, _check_limit
-from .errors import ChecksumError, ConnectionClosedError, NpipesError, PipeTimeoutError
+from ._protocol import MAX_HANDSHAKE_MESSAGE, Exchange, accept_side, connect_side
+from .connection import _check_limit
+from .errors import (
+    AuthenticationError,
+    ChecksumError,
+    ConnectionClosedError,
+    NpipesError,
+    PipeTimeoutError,
+)
 
 if TYPE_CHECKING:
     from ._types import Payload
@@ -49,7 +57,7 @@ _JOIN_LIMIT: Final = 64 * 1024  # frames below this go to the transport as one w
 class _FrameProtocol(asyncio.BufferedProtocol):
     """Decodes frames as bytes arrive and queues them (or their errors) for ``recv``."""
 
-    def __init__(self, decoder: FrameDecoder) -> None:
+    def __init__(self, decoder: Decoder) -> None:
         self._decoder = decoder
         self._queue: collections.deque[Frame | NpipesError] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -71,6 +79,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self._decoder.buffer_updated(nbytes)
+        self._decoder.message_end()  # each read is a chunk (for framing="raw")
         self._drain_decoder()
 
     def eof_received(self) -> bool | None:
@@ -180,8 +189,11 @@ class Connection:
         address: str,
         crc: bool,
         max_message_size: int | None,
+        codec: Codec,
     ) -> None:
         assert isinstance(transport, asyncio.Transport)
+        self._codec = codec
+        self.framing: Final = codec.name
         self._transport = transport
         self._protocol = protocol
         self._peer = peer
@@ -221,17 +233,16 @@ class Connection:
             ConnectionClosedError: the connection is closed.
         """
         with_crc = self.crc if crc is None else crc
-        header, payload, trailer = frame_parts(data, crc=with_crc, max_size=self.max_message_size)
+        parts = self._codec.encode(data, crc=with_crc, max_size=self.max_message_size)
         if self._closed or self._protocol.lost or self._transport.is_closing():
             raise self._fail(ConnectionClosedError("the connection is closed"))
-        size = len(header) + memoryview(payload).nbytes + len(trailer)
-        if size <= _JOIN_LIMIT:
-            self._transport.write(b"".join((header, payload, trailer)))
+        views = [memoryview(part).cast("B") for part in parts]
+        if sum(view.nbytes for view in views) <= _JOIN_LIMIT:
+            self._transport.write(b"".join(views))
         else:  # all parts now, with no await between them: frames never interleave
-            self._transport.write(header)
-            self._transport.write(memoryview(payload))
-            if trailer:
-                self._transport.write(trailer)
+            for view in views:
+                if view.nbytes:
+                    self._transport.write(view)
         await self._wait(self._protocol.drain(), timeout, "send")
 
     async def recv(self, timeout: float | None = None, *, crc: bool | None = None) -> bytes | str:
@@ -264,6 +275,26 @@ class Connection:
             ) from exc
         except NpipesError as exc:
             raise self._fail(exc) from None
+
+    async def _handshake(self, exchange: Exchange, timeout: float | None) -> None:
+        """Run a sans-I/O exchange (``_protocol``) over this connection; close on failure."""
+        deadline = Deadline(timeout)
+        try:
+            to_peer = next(exchange)
+            while True:
+                if to_peer is None:
+                    message = await self.recv(timeout=deadline.remaining())
+                    if isinstance(message, str) or len(message) > MAX_HANDSHAKE_MESSAGE:
+                        raise AuthenticationError("authentication failed: unexpected message")
+                    to_peer = exchange.send(message)
+                else:
+                    await self.send(to_peer, timeout=deadline.remaining())
+                    to_peer = exchange.send(None)
+        except StopIteration:
+            return
+        except BaseException:
+            await self.aclose()
+            raise
 
     def __aiter__(self) -> AsyncIterator[bytes | str]:
         return self._messages()
@@ -298,10 +329,21 @@ class Connection:
         await self.aclose()
 
 
-def _protocol_factory(crc: bool, max_message_size: int | None) -> Callable[[], _FrameProtocol]:
+def _protocol_factory(codec: Codec, max_message_size: int | None) -> Callable[[], _FrameProtocol]:
     # The decoder verifies any CRC that is present; "required" is checked per recv.
-    del crc
-    return lambda: _FrameProtocol(FrameDecoder(max_message_size=max_message_size))
+    return lambda: _FrameProtocol(
+        codec.decoder(max_message_size=max_message_size, require_crc=False, message_mode=False)
+    )
+
+
+def _codec(framing: str | Codec, crc: bool, authkey: bytes | None) -> Codec:
+    codec = get_codec(framing, crc=crc, authkey=authkey)
+    if codec.message_based and not READS_KEEP_MESSAGE_BOUNDARIES:
+        raise ValueError(
+            f"the {codec.name} framing needs pipe-message boundaries, which asyncio's"
+            " proactor does not report: use the sync API for it on Windows"
+        )
+    return codec
 
 
 @final
@@ -310,9 +352,18 @@ class Listener:
     :class:`npipes.Listener`, with ``await accept()`` and ``await aclose()``."""
 
     def __init__(
-        self, raw: AioListener, *, name: str, crc: bool, max_message_size: int | None
+        self,
+        raw: AioListener,
+        *,
+        name: str,
+        crc: bool,
+        max_message_size: int | None,
+        codec: Codec,
+        authkey: bytes | None,
     ) -> None:
         self._raw = raw
+        self._codec = codec
+        self._authkey = authkey
         self.name: Final = name
         self.crc: Final = crc
         self.max_message_size: Final = max_message_size
@@ -337,7 +388,8 @@ class Listener:
             PipeTimeoutError: nobody came within ``timeout`` seconds.
             ConnectionClosedError: the listener was closed.
         """
-        factory = _protocol_factory(self.crc, self.max_message_size)
+        factory = _protocol_factory(self._codec, self.max_message_size)
+        deadline = Deadline(timeout)
         try:
             async with asyncio.timeout(timeout):
                 transport, protocol, peer = await self._raw.accept(factory)
@@ -348,7 +400,7 @@ class Listener:
                 name=self.name,
                 address=self.address,
             ) from exc
-        return Connection(
+        conn = Connection(
             transport,
             protocol,
             peer,
@@ -356,7 +408,11 @@ class Listener:
             address=self.address,
             crc=self.crc,
             max_message_size=self.max_message_size,
+            codec=self._codec,
         )
+        if self._authkey is not None:
+            await conn._handshake(accept_side(self._authkey), deadline.remaining())
+        return conn
 
     async def aclose(self) -> None:
         """Stop listening and remove the endpoint; idempotent."""
@@ -378,16 +434,17 @@ async def listen(
     name: str,
     *,
     crc: bool = False,
-    framing: str = "npipes",
+    framing: str | Codec = "npipes",
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     allow_other_users: bool = False,
     backlog: int = 128,
     allow_remote: bool = False,
     allowed_users: Sequence[str] = (),
     security_descriptor: str | None = None,
+    authkey: bytes | None = None,
 ) -> Listener:
     """Listen on ``name``; the options and errors are those of :func:`npipes.listen`."""
-    _check_framing(framing)
+    codec = _codec(framing, crc, authkey)
     _check_limit(max_message_size)
     options = ListenOptions(
         allow_other_users=allow_other_users,
@@ -401,7 +458,14 @@ async def listen(
     except NpipesError as exc:
         exc.name = name
         raise
-    return Listener(raw, name=name, crc=crc, max_message_size=max_message_size)
+    return Listener(
+        raw,
+        name=name,
+        crc=crc,
+        max_message_size=max_message_size,
+        codec=codec,
+        authkey=authkey,
+    )
 
 
 async def connect(
@@ -409,12 +473,13 @@ async def connect(
     *,
     timeout: float | None = None,
     crc: bool = False,
-    framing: str = "npipes",
+    framing: str | Codec = "npipes",
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     wait_for_listener: bool = False,
+    authkey: bytes | None = None,
 ) -> Connection:
     """Connect to ``name``; the options and errors are those of :func:`npipes.connect`."""
-    _check_framing(framing)
+    codec = _codec(framing, crc, authkey)
     _check_limit(max_message_size)
     address = resolve(name)
     deadline = Deadline(timeout)
@@ -423,12 +488,12 @@ async def connect(
             address,
             deadline,
             wait_for_listener=wait_for_listener,
-            protocol_factory=_protocol_factory(crc, max_message_size),
+            protocol_factory=_protocol_factory(codec, max_message_size),
         )
     except NpipesError as exc:
         exc.name = name
         raise
-    return Connection(
+    conn = Connection(
         transport,
         protocol,
         peer,
@@ -436,7 +501,11 @@ async def connect(
         address=address.path,
         crc=crc,
         max_message_size=max_message_size,
+        codec=codec,
     )
+    if authkey is not None:
+        await conn._handshake(connect_side(authkey), deadline.remaining())
+    return conn
 
 
 Handler = Callable[[Connection], Awaitable[None]]
@@ -536,13 +605,14 @@ async def serve(
     *,
     max_connections: int = 256,
     crc: bool = False,
-    framing: str = "npipes",
+    framing: str | Codec = "npipes",
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     allow_other_users: bool = False,
     backlog: int = 128,
     allow_remote: bool = False,
     allowed_users: Sequence[str] = (),
     security_descriptor: str | None = None,
+    authkey: bytes | None = None,
 ) -> Server:
     """Listen on ``name`` and run ``await handler(conn)`` in its own task for each client.
 
@@ -562,5 +632,6 @@ async def serve(
         allow_remote=allow_remote,
         allowed_users=allowed_users,
         security_descriptor=security_descriptor,
+        authkey=authkey,
     )
     return Server(listener, handler, max_connections)

@@ -16,9 +16,12 @@ from typing import TYPE_CHECKING, Final, Self, final
 
 from . import _backend
 from ._deadline import Deadline
-from ._frame import DEFAULT_MAX_MESSAGE_SIZE, FrameDecoder, frame_parts
+from ._frame import DEFAULT_MAX_MESSAGE_SIZE
+from ._framings import Codec, get_codec
 from ._names import resolve
+from ._protocol import MAX_HANDSHAKE_MESSAGE, Exchange, accept_side, connect_side
 from .errors import (
+    AuthenticationError,
     ConnectionClosedError,
     NpipesError,
     PipeTimeoutError,
@@ -30,13 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Connection", "Listener", "connect", "listen"]
 
-FRAMINGS: Final = ("npipes",)
 _PACK_LIMIT: Final = 64 * 1024  # send_many packs parts smaller than this into one write
-
-
-def _check_framing(framing: str) -> None:
-    if framing not in FRAMINGS:
-        raise ValueError(f"unknown framing {framing!r}; this npipes supports {FRAMINGS}")
 
 
 def _check_limit(max_message_size: int | None) -> None:
@@ -61,9 +58,11 @@ class Connection:
         address: str,
         crc: bool = False,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        codec: Codec | None = None,
     ) -> None:
         self._stream = stream
         self._closed = False
+        self._codec = codec or get_codec("npipes")
         self.name: Final = name
         """The name given to connect/listen."""
         self.address: Final = address
@@ -72,7 +71,13 @@ class Connection:
         """Whether this side sends a CRC-32 with every message and requires one."""
         self.max_message_size: Final = max_message_size
         """Largest message this side sends or accepts, in bytes (None: no limit)."""
-        self._decoder = FrameDecoder(max_message_size=max_message_size, require_crc=crc)
+        self.framing: Final = self._codec.name
+        """The wire format's name (``"npipes"``, ``"multiprocessing"``, ...)."""
+        self._decoder = self._codec.decoder(
+            max_message_size=max_message_size,
+            require_crc=crc,
+            message_mode=stream.message_mode,
+        )
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
 
@@ -117,9 +122,8 @@ class Connection:
         """
         deadline = Deadline(timeout)
         with_crc = self.crc if crc is None else crc
-        self._send_buffers(
-            frame_parts(data, crc=with_crc, max_size=self.max_message_size), deadline
-        )
+        parts = self._codec.encode(data, crc=with_crc, max_size=self.max_message_size)
+        self._send_buffers(parts, deadline)
 
     def send_many(
         self,
@@ -147,8 +151,13 @@ class Connection:
         buffers: list[Buffer] = []
         pending: list[Buffer] = []  # small parts waiting to be packed together
         pending_size = count = 0
+        message_based = self._stream.message_mode
         for data in messages:
-            for part in frame_parts(data, crc=with_crc, max_size=limit):
+            if message_based:  # each message must stay one pipe message
+                buffers.extend(self._codec.encode(data, crc=with_crc, max_size=limit))
+                count += 1
+                continue
+            for part in self._codec.encode(data, crc=with_crc, max_size=limit):
                 size = memoryview(part).nbytes
                 if size >= _PACK_LIMIT:
                     if pending:
@@ -244,6 +253,8 @@ class Connection:
                 count = self._stream.recv_into(decoder.get_buffer(), deadline)
                 if count:
                     decoder.buffer_updated(count)
+                    if self._stream.message_end:
+                        decoder.message_end()
                 else:
                     decoder.feed_eof()
         except PipeTimeoutError as exc:
@@ -256,6 +267,26 @@ class Connection:
             if decoder.broken or isinstance(exc, ConnectionClosedError):
                 self.close()
             exc.name, exc.address = self.name, self.address
+            raise
+
+    def _handshake(self, exchange: Exchange, timeout: float | None) -> None:
+        """Run a sans-I/O exchange (``_protocol``) over this connection; close on failure."""
+        deadline = Deadline(timeout)
+        try:
+            to_peer = next(exchange)
+            while True:
+                if to_peer is None:
+                    message = self.recv(timeout=deadline.remaining())
+                    if isinstance(message, str) or len(message) > MAX_HANDSHAKE_MESSAGE:
+                        raise AuthenticationError("authentication failed: unexpected message")
+                    to_peer = exchange.send(message)
+                else:
+                    self.send(to_peer, timeout=deadline.remaining())
+                    to_peer = exchange.send(None)
+        except StopIteration:
+            return
+        except BaseException:
+            self.close()
             raise
 
     def __iter__(self) -> Iterator[bytes | str]:
@@ -305,9 +336,13 @@ class Listener:
         name: str,
         crc: bool,
         max_message_size: int | None,
+        codec: Codec,
+        authkey: bytes | None = None,
     ) -> None:
         self._raw = raw
         self._closed = False
+        self._codec = codec
+        self._authkey = authkey
         self.name: Final = name
         self.crc: Final = crc
         self.max_message_size: Final = max_message_size
@@ -336,18 +371,24 @@ class Listener:
         """
         if self._closed:
             raise ConnectionClosedError("the listener is closed", name=self.name)
+        deadline = Deadline(timeout)
         try:
-            stream = self._raw.accept(Deadline(timeout))
+            stream = self._raw.accept(deadline)
         except NpipesError as exc:
             exc.name = self.name
             raise
-        return Connection(
+        conn = Connection(
             stream,
             name=self.name,
             address=self.address,
             crc=self.crc,
             max_message_size=self.max_message_size,
+            codec=self._codec,
         )
+        if self._authkey is not None:
+            # A client failing authentication is an error for this accept only.
+            conn._handshake(accept_side(self._authkey), deadline.remaining())
+        return conn
 
     def __iter__(self) -> Iterator[Connection]:
         """Accept connections until the listener is closed."""
@@ -387,13 +428,14 @@ def listen(
     name: str,
     *,
     crc: bool = False,
-    framing: str = "npipes",
+    framing: str | Codec = "npipes",
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     allow_other_users: bool = False,
     backlog: int = 128,
     allow_remote: bool = False,
     allowed_users: Sequence[str] = (),
     security_descriptor: str | None = None,
+    authkey: bytes | None = None,
 ) -> Listener:
     """Listen on ``name`` for connections.
 
@@ -401,7 +443,9 @@ def listen(
         name: a bare name (``"jobs"``: portable), an absolute socket path
             (POSIX) or ``\\\\.\\pipe\\NAME`` (Windows).
         crc: send a CRC-32 with every message and require one on every message received.
-        framing: the wire format; ``"npipes"`` (docs/protocol.md).
+        framing: the wire format: ``"npipes"`` (docs/protocol.md), ``"multiprocessing"``,
+            ``"npipes1"``, ``"raw"``, ``"lines"``, ``"dotnet"``, or a codec object
+            (docs/framings.md).
         max_message_size: largest message accepted or sent, in bytes (default
             1 GiB); None for no limit.
         allow_other_users: accept peers running as other users (off: the
@@ -413,12 +457,14 @@ def listen(
             and LocalSystem.
         security_descriptor: Windows: an SDDL string used instead of the default
             owner-only DACL.
+        authkey: require clients to prove they know this key (the HMAC
+            challenge of ``multiprocessing.connection``) before ``accept`` returns.
     Raises:
         InvalidPipeNameError: ``name`` breaks a naming rule.
         PipeInUseError: a live listener already owns ``name``.
         PipePermissionError: the private directory is not safe, or access was denied.
     """
-    _check_framing(framing)
+    codec = get_codec(framing, crc=crc, authkey=authkey)
     _check_limit(max_message_size)
     address = resolve(name)
     options = _backend.ListenOptions(
@@ -433,7 +479,14 @@ def listen(
     except NpipesError as exc:
         exc.name = name
         raise
-    return Listener(raw, name=name, crc=crc, max_message_size=max_message_size)
+    return Listener(
+        raw,
+        name=name,
+        crc=crc,
+        max_message_size=max_message_size,
+        codec=codec,
+        authkey=authkey,
+    )
 
 
 def connect(
@@ -441,9 +494,10 @@ def connect(
     *,
     timeout: float | None = None,
     crc: bool = False,
-    framing: str = "npipes",
+    framing: str | Codec = "npipes",
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     wait_for_listener: bool = False,
+    authkey: bytes | None = None,
 ) -> Connection:
     """Connect to the listener on ``name``.
 
@@ -453,21 +507,32 @@ def connect(
         crc, framing, max_message_size: as for :func:`listen`.
         wait_for_listener: if nobody listens yet, keep trying until someone
             does or ``timeout`` passes (instead of failing at once).
+        authkey: authenticate with the listener's key (both sides prove it).
     Raises:
         PipeNotFoundError: nobody listens on ``name`` (and not waiting).
         PipeTimeoutError: the timeout passed while waiting.
         PipeBusyError: the listener could not take the connection in time.
         PipePermissionError: access denied (another user's endpoint).
         InvalidPipeNameError: ``name`` breaks a naming rule.
+        AuthenticationError: the keys did not match (a ``PermissionError``).
     """
-    _check_framing(framing)
+    codec = get_codec(framing, crc=crc, authkey=authkey)
     _check_limit(max_message_size)
     address = resolve(name)
+    deadline = Deadline(timeout)
     try:
-        stream = _backend.connect(address, Deadline(timeout), wait_for_listener=wait_for_listener)
+        stream = _backend.connect(address, deadline, wait_for_listener=wait_for_listener)
     except NpipesError as exc:
         exc.name = name
         raise
-    return Connection(
-        stream, name=name, address=address.path, crc=crc, max_message_size=max_message_size
+    conn = Connection(
+        stream,
+        name=name,
+        address=address.path,
+        crc=crc,
+        max_message_size=max_message_size,
+        codec=codec,
     )
+    if authkey is not None:
+        conn._handshake(connect_side(authkey), deadline.remaining())
+    return conn

@@ -18,6 +18,7 @@ from typing import Final, Self, final
 
 from ._deadline import Deadline
 from ._frame import DEFAULT_MAX_MESSAGE_SIZE
+from ._framings import Codec
 from .connection import Connection, Listener, listen
 from .errors import ConnectionClosedError, NpipesError
 
@@ -132,13 +133,14 @@ def serve(
     *,
     max_connections: int = 64,
     crc: bool = False,
-    framing: str = "npipes",
+    framing: str | Codec = "npipes",
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     allow_other_users: bool = False,
     backlog: int = 128,
     allow_remote: bool = False,
     allowed_users: Sequence[str] = (),
     security_descriptor: str | None = None,
+    authkey: bytes | None = None,
 ) -> Server:
     """Listen on ``name`` and call ``handler(conn)`` in its own thread for each client.
 
@@ -160,5 +162,6 @@ def serve(
         allow_remote=allow_remote,
         allowed_users=allowed_users,
         security_descriptor=security_descriptor,
+        authkey=authkey,
     )
     return Server(listener, handler, max_connections)

@@ -58,7 +58,16 @@ class ListenOptions:
 
 
 class RawStream(Protocol):
-    """One connected, duplex byte stream."""
+    """One connected, duplex byte stream.
+
+    Attributes:
+        message_mode: reads keep the sender's message boundaries (Windows pipes).
+        message_end: whether the last read ended a message (always True on a
+            byte stream, where each read is a chunk).
+    """
+
+    message_mode: bool
+    message_end: bool
 
     @property
     def peer(self) -> PeerInfo: ...

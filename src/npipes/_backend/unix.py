@@ -115,6 +115,10 @@ class UnixStream:
         self._peer = peer
         self._address = address
         self._closed = False
+        self.message_mode = False
+        """A byte stream: no message boundaries."""
+        self.message_end = True
+        """Every read ends a chunk (what ``raw`` framing returns as one message)."""
         sock.setblocking(True)
 
     @property

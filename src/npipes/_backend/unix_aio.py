@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 
     from ._base import ListenOptions, PeerInfo
 
-__all__ = ["AioListener", "open_connection"]
+__all__ = ["READS_KEEP_MESSAGE_BOUNDARIES", "AioListener", "open_connection"]
+
+READS_KEEP_MESSAGE_BOUNDARIES = True  # a byte stream: nothing to lose
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 

@@ -173,26 +173,29 @@ def _wait(events: list[Any], deadline: Deadline) -> int:
             return -1
 
 
-def _finish(handle: Any, ov: Any) -> int:
-    """Bytes moved by a completed operation; ERROR_MORE_DATA counts as done."""
+def _finish(handle: Any, ov: Any) -> tuple[int, bool]:
+    """``(bytes moved, more of this pipe message follows)`` for a completed operation.
+
+    ERROR_MORE_DATA is not a failure: the buffer filled before the message ended.
+    """
     try:
-        return int(win32file.GetOverlappedResult(handle, ov, False))
+        return int(win32file.GetOverlappedResult(handle, ov, False)), False
     except pywintypes.error as exc:
         if exc.winerror == _ERROR_MORE_DATA:
-            return int(ov.InternalHigh)
+            return int(ov.InternalHigh), True
         raise
 
 
-def _cancel_and_collect(handle: Any, ov: Any) -> int | None:
-    """Cancel a pending operation and wait for it; its byte count if it completed anyway."""
+def _cancel_and_collect(handle: Any, ov: Any) -> tuple[int, bool] | None:
+    """Cancel a pending operation and wait for it; as :func:`_finish` if it completed anyway."""
     _cancel(handle)
     try:
         count = win32file.GetOverlappedResult(handle, ov, True)
     except pywintypes.error as exc:
         if exc.winerror == _ERROR_MORE_DATA:
-            return int(ov.InternalHigh)
+            return int(ov.InternalHigh), True
         return None  # ERROR_OPERATION_ABORTED, or the pipe broke meanwhile
-    return int(count)
+    return int(count), False
 
 
 # -- streams --------------------------------------------------------------------
@@ -251,6 +254,10 @@ class PipeStream:
         self._read_ov = _new_overlapped()
         self._write_ov = _new_overlapped()
         self._stop = win32event.CreateEvent(None, True, False, None)
+        self.message_mode = True
+        """Reads keep pipe-message boundaries (see ``message_end``)."""
+        self.message_end = True
+        """Whether the last read ended a pipe message (False: ERROR_MORE_DATA)."""
         self._closed = False
 
     @property
@@ -264,8 +271,8 @@ class PipeStream:
     def _closed_error(self) -> ConnectionClosedError:
         return ConnectionClosedError("the connection was closed", address=self._address)
 
-    def _complete(self, ov: Any, deadline: Deadline, what: str) -> int:
-        """Wait for an operation started with ``ov``; its byte count."""
+    def _complete(self, ov: Any, deadline: Deadline, what: str) -> tuple[int, bool]:
+        """Wait for an operation started with ``ov``; as :func:`_finish`."""
         try:
             index = _wait([ov.hEvent, self._stop], deadline)
         except BaseException:  # KeyboardInterrupt: stop the OS writing into our buffer
@@ -273,9 +280,9 @@ class PipeStream:
             raise
         if index == 0:
             return _finish(self._handle, ov)
-        count = _cancel_and_collect(self._handle, ov)
-        if count is not None:
-            return count  # it completed as we gave up: keep it
+        done = _cancel_and_collect(self._handle, ov)
+        if done is not None:
+            return done  # it completed as we gave up: keep it
         if index == 1 or self._closed:
             raise self._closed_error()
         raise PipeTimeoutError(
@@ -289,8 +296,14 @@ class PipeStream:
             raise self._closed_error()
         ov = self._read_ov
         try:
-            win32file.ReadFile(self._handle, buffer, ov)  # 0, ERROR_MORE_DATA or IO_PENDING
-            return self._complete(ov, deadline, "recv")
+            while True:
+                win32file.ReadFile(self._handle, buffer, ov)  # 0, ERROR_MORE_DATA or IO_PENDING
+                count, more = self._complete(ov, deadline, "recv")
+                self.message_end = not more
+                if count:
+                    return count
+                # A zero-length pipe message: nothing for a byte stream, and 0 means
+                # end of stream to callers, so read on (docs/windows.md).
         except pywintypes.error as exc:
             if exc.winerror in _EOF_ERRORS:
                 return 0  # the decoder tells a clean close from a half message
@@ -311,7 +324,7 @@ class PipeStream:
             for view in views:
                 while view.nbytes:
                     win32file.WriteFile(self._handle, view, ov)
-                    sent = self._complete(ov, deadline, "send")
+                    sent, _ = self._complete(ov, deadline, "send")
                     sent_total += sent
                     view = view[sent:]
         except PipeTimeoutError as exc:

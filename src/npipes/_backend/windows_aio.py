@@ -41,7 +41,9 @@ if TYPE_CHECKING:
 
     from ._base import ListenOptions, PeerInfo
 
-__all__ = ["AioListener", "open_connection"]
+__all__ = ["READS_KEEP_MESSAGE_BOUNDARIES", "AioListener", "open_connection"]
+
+READS_KEEP_MESSAGE_BOUNDARIES = False  # the proactor reports ERROR_MORE_DATA as a plain read
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
