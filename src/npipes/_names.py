@@ -93,7 +93,7 @@ def runtime_dir() -> str:
     return os.path.join(tempfile.gettempdir(), f"npipes-{uid}")
 
 
-def _resolve_posix(name: str) -> Address:
+def _resolve_posix(name: str, suffix: str = ".sock") -> Address:
     if "\0" in name:
         raise _rule(name, "it contains a NUL character")
     if name.startswith("/"):
@@ -101,7 +101,7 @@ def _resolve_posix(name: str) -> Address:
     else:
         _check_bare(name)
         private = runtime_dir()
-        path = os.path.join(private, name + ".sock")
+        path = os.path.join(private, name + suffix)
     size = len(os.fsencode(path))
     if size > SUN_PATH_MAX:
         raise _rule(
@@ -126,8 +126,10 @@ def _resolve_windows(name: str) -> Address:
     return Address(name, _WINDOWS_PREFIX + name, None)
 
 
-def resolve(name: str, *, platform: str = sys.platform) -> Address:
+def resolve(name: str, *, platform: str = sys.platform, suffix: str = ".sock") -> Address:
     """Return the :class:`Address` of ``name`` on ``platform``.
+
+    ``suffix`` names the file of a bare name on POSIX (``".fifo"`` for FIFOs).
 
     Raises:
         InvalidPipeNameError: the name breaks a rule (the message says which).
@@ -137,4 +139,4 @@ def resolve(name: str, *, platform: str = sys.platform) -> Address:
         raise TypeError(f"a pipe name is a str, not {type(name).__name__}")
     if platform == "win32":
         return _resolve_windows(name)
-    return _resolve_posix(name)
+    return _resolve_posix(name, suffix)

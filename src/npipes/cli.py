@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from ._framings import FRAMINGS
 from .errors import NpipesError
 from .ipc import DEFAULT_NAME, IPC
 
@@ -35,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--name", default=DEFAULT_NAME, help=f"pipe name (default {DEFAULT_NAME})")
         p.add_argument("--crc", action="store_true", help="add/require a CRC-32")
         p.add_argument("--timeout", type=float, default=None, help="seconds to wait")
+        p.add_argument(
+            "--framing",
+            default="npipes",
+            choices=sorted(FRAMINGS),
+            help="wire format (default npipes; lines for shells, npipes1 for 1.x programs)",
+        )
         if command == "send":
             p.add_argument("message", help="the text to send")
         else:
@@ -52,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.peer:
                 return _demo.run_peer(args.peer)
             return _demo.run()
-        with IPC(args.name, timeout=args.timeout) as ipc:
+        with IPC(args.name, timeout=args.timeout, framing=args.framing) as ipc:
             if args.command == "send":
                 ipc.send_message(args.message, crc=args.crc)
                 return 0
@@ -65,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NpipesError as exc:
         print(f"npipes: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # an option the framing cannot do, e.g. --crc with lines
+        print(f"npipes: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -33,6 +33,7 @@ from .errors import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ._framings import Codec
     from ._types import Payload
 
 __all__ = ["DEFAULT_NAME", "IPC", "rendezvous"]
@@ -94,6 +95,8 @@ class IPC:
         timeout: seconds each ``send_message``/``receive_message`` may take,
             including waiting for the peer; None waits as long as it takes.
         max_message_size: largest message sent or accepted, in bytes.
+        framing: the wire format (``"npipes1"`` talks to npipes 1.x programs,
+            including their one-message-per-connection senders).
     """
 
     def __init__(
@@ -102,8 +105,10 @@ class IPC:
         *,
         timeout: float | None = None,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        framing: str | Codec = "npipes",
     ) -> None:
         self.name: Final = name
+        self.framing: Final = framing
         self.timeout: Final = timeout
         self.max_message_size: Final = max_message_size
         self._message: bytes | str | None = None
@@ -192,8 +197,11 @@ class IPC:
                 timeout=timeout,
                 wait_for_listener=wait,
                 max_message_size=self.max_message_size,
+                framing=self.framing,
             ),
-            lambda: listen(self.name, max_message_size=self.max_message_size),
+            lambda: listen(
+                self.name, max_message_size=self.max_message_size, framing=self.framing
+            ),
         )
         key = "conn" if isinstance(got, Connection) else "listener"
         self._state[key] = got

@@ -11,4 +11,7 @@ if sys.platform == "win32":
 else:
     from .unix import connect, listen
 
-__all__ = ["ListenOptions", "PeerInfo", "RawListener", "RawStream", "connect", "listen"]
+HAS_FIFO = sys.platform != "win32"
+"""Whether this OS has FIFOs (``npipes.fifo``)."""
+
+__all__ = ["HAS_FIFO", "ListenOptions", "PeerInfo", "RawListener", "RawStream", "connect", "listen"]

@@ -1,0 +1,209 @@
+"""POSIX FIFOs (``mkfifo``): one-way byte streams for shell interop.
+
+The only ``os.mkfifo`` user in npipes. A FIFO is created 0600 (under a
+temporary umask, so it never exists with wider access) in the same private
+0700 directory as the sockets. The reader also holds a write end open, so it
+sees no end-of-file between two writers (``echo a > p; echo b > p``); it ends
+when closed. Writes of at most PIPE_BUF bytes are atomic: frames that small
+from several writers never interleave; larger ones can.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import stat
+import sys
+import threading
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final, final
+
+from npipes.errors import (
+    ConnectionClosedError,
+    PipeNotFoundError,
+    PipePermissionError,
+    PipeTimeoutError,
+    translate_os_error,
+)
+
+from ._base import PeerInfo
+
+if TYPE_CHECKING:
+    from npipes._deadline import Deadline
+    from npipes._names import Address
+    from npipes._types import Buffer
+
+assert sys.platform != "win32"
+
+__all__ = ["PIPE_BUF", "FifoStream", "make_fifo", "open_fifo"]
+
+PIPE_BUF: Final = select.PIPE_BUF
+_umask_lock = threading.Lock()
+
+
+def make_fifo(address: Address) -> str:
+    """Create the FIFO for ``address`` (mode 0600) unless it exists; return its path.
+
+    Raises:
+        PipePermissionError: the path exists and is not a FIFO we own.
+    """
+    from .unix import ensure_private_dir
+
+    if address.private_dir is not None:
+        ensure_private_dir(address.private_dir, create=True)
+    path = address.path
+    with _umask_lock:
+        old = os.umask(0o177)
+        try:
+            os.mkfifo(path, 0o600)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise translate_os_error(exc, "mkfifo", address=path) from exc
+        finally:
+            os.umask(old)
+    st = os.lstat(path)
+    if not stat.S_ISFIFO(st.st_mode) or st.st_uid != os.getuid():
+        raise PipePermissionError(
+            f"{path} exists but is not a FIFO owned by you; remove it or use another name",
+            address=path,
+        )
+    return path
+
+
+def _poll(fd: int, events: int, deadline: Deadline, what: str) -> None:
+    poller = select.poll()
+    poller.register(fd, events)
+    if not poller.poll(deadline.remaining_ms()):
+        raise PipeTimeoutError(
+            f"{what} timed out after {deadline.timeout} s", timeout=deadline.timeout
+        )
+
+
+@final
+class FifoStream:
+    """One end of a FIFO, as a RawStream: a reader cannot send, a writer cannot receive."""
+
+    message_mode = False
+    message_end = True
+
+    def __init__(self, fd: int, *, readable: bool, path: str, keep_open: int = -1) -> None:
+        self._fd = fd
+        self._keep_open = keep_open  # the reader's own write end: no EOF between writers
+        self._readable = readable
+        self._path = path
+        self._closed = False
+        self._wake_r, self._wake_w = os.pipe()
+
+    @property
+    def peer(self) -> PeerInfo:
+        return PeerInfo(pid=None)  # a FIFO does not know who is on the other end
+
+    def recv_into(self, buffer: memoryview, deadline: Deadline) -> int:
+        if not self._readable:
+            raise ConnectionClosedError("this FIFO end is for writing only", address=self._path)
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        while True:
+            if self._closed:
+                raise ConnectionClosedError("the FIFO was closed", address=self._path)
+            try:
+                return os.readv(self._fd, [buffer])
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise translate_os_error(exc, "read", address=self._path) from exc
+            if not poller.poll(deadline.remaining_ms()):
+                raise PipeTimeoutError(
+                    f"recv timed out after {deadline.timeout} s", timeout=deadline.timeout
+                )
+
+    def send(self, buffers: Sequence[Buffer], deadline: Deadline) -> None:
+        if self._readable:
+            raise ConnectionClosedError("this FIFO end is for reading only", address=self._path)
+        views = [memoryview(b).cast("B") for b in buffers if memoryview(b).nbytes]
+        total = sum(v.nbytes for v in views)
+        if len(views) > 1 and total <= PIPE_BUF:
+            views = [memoryview(b"".join(views))]  # one write: atomic up to PIPE_BUF
+        sent_total = 0
+        try:
+            while views:
+                try:
+                    sent = os.writev(self._fd, views[:512])
+                except BlockingIOError:
+                    _poll(self._fd, select.POLLOUT, deadline, "send")
+                    continue
+                sent_total += sent
+                while views and sent >= views[0].nbytes:
+                    sent -= views[0].nbytes
+                    views.pop(0)
+                if sent:
+                    views[0] = views[0][sent:]
+        except PipeTimeoutError as exc:
+            exc.partial = 0 < sent_total < total
+            raise
+        except OSError as exc:
+            raise translate_os_error(exc, "write", address=self._path) from exc
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")  # wakes a reader blocked in another thread
+        for fd in (self._fd, self._keep_open, self._wake_r, self._wake_w):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn(f"unclosed npipes FIFO {self._path!r}", ResourceWarning, 2)
+            self.close()
+
+
+def open_fifo(address: Address, *, write: bool, deadline: Deadline, create: bool) -> FifoStream:
+    """Open the FIFO of ``address`` for reading or writing.
+
+    A writer waits (up to the deadline) for a reader to open the FIFO, since
+    writing to a FIFO nobody reads fails; a reader does not wait for writers.
+
+    Raises:
+        PipeNotFoundError: no FIFO there (and not creating it), or no reader
+            came in time for a writer.
+    """
+    path = make_fifo(address) if create else address.path
+    if not create:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError as exc:
+            raise PipeNotFoundError(
+                f"no FIFO at {path}; create it with npipes.fifo.open_reader first",
+                address=path,
+            ) from exc
+        if not stat.S_ISFIFO(st.st_mode):
+            raise PipePermissionError(f"{path} is not a FIFO", address=path)
+    if not write:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        keep = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        return FifoStream(fd, readable=True, path=path, keep_open=keep)
+    pause = 0.001
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            return FifoStream(fd, readable=False, path=path)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise translate_os_error(exc, "open FIFO", address=path) from exc
+            if deadline.expired():
+                raise PipeNotFoundError(
+                    f"nobody reads the FIFO {path}; start the reader first or pass a timeout",
+                    address=path,
+                ) from exc
+        left = deadline.remaining()
+        select.select([], [], [], pause if left is None else min(pause, left))
+        pause = min(pause * 2, 0.05)
