@@ -10,7 +10,7 @@ import npipes.pipes
 
 def test_all_is_complete() -> None:
     public = {n for n in dir(npipes) if not n.startswith("_")}
-    modules = {"connection", "errors", "ipc", "pipes", "cli", "server", "aio"}
+    modules = {"connection", "errors", "ipc", "pipes", "cli", "server", "aio", "fifo"}
     assert public - modules - {"annotations"} <= set(npipes.__all__)
     for name in npipes.__all__:
         assert hasattr(npipes, name), name

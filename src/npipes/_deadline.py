@@ -10,7 +10,7 @@ import math
 import time
 from typing import Final, final
 
-__all__ = ["Deadline"]
+__all__ = ["NO_DEADLINE", "Deadline"]
 
 
 @final
@@ -45,3 +45,7 @@ class Deadline:
     def expired(self) -> bool:
         """True once the deadline has passed."""
         return self._end is not None and time.monotonic() >= self._end
+
+
+NO_DEADLINE: Final = Deadline(None)
+"""The shared deadline of calls without a timeout (a Deadline never changes)."""

@@ -20,8 +20,7 @@ without a buffer-aware transport.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Final, NamedTuple, final
 
 from ._buffers import allocate
 from ._crc import crc32
@@ -105,7 +104,8 @@ def frame_parts(
     if crc:
         flags |= FLAG_CRC
         trailer = _TRAILER.pack(crc32(payload))
-    return _HEADER.pack(MAGIC, VERSION, flags, 0, size), payload, trailer
+    header = _HEADER.pack(MAGIC, VERSION, flags, 0, size)
+    return header, payload, trailer
 
 
 def encode_frame(data: Payload, *, crc: bool = False) -> bytes:
@@ -113,10 +113,8 @@ def encode_frame(data: Payload, *, crc: bool = False) -> bytes:
     return b"".join(frame_parts(data, crc=crc))
 
 
-@final
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One decoded message.
+class Frame(NamedTuple):
+    """One decoded message (a named tuple: cheap to make on the hot path).
 
     Attributes:
         message: ``str`` for a TEXT frame, else ``bytes``.
@@ -159,6 +157,7 @@ class FrameDecoder:
         self.max_message_size = max_message_size
         self.require_crc = require_crc
         self._buf = bytearray(buffer_size)
+        self._view = memoryview(self._buf)  # kept: slicing it is cheaper than a new view
         self._start = 0  # first unparsed byte in _buf
         self._end = 0  # one past the last received byte in _buf
         self._state = _HEADER_STATE
@@ -226,7 +225,7 @@ class FrameDecoder:
             self._start = self._end = 0
         elif len(self._buf) - self._end < HEADER_SIZE + TRAILER_SIZE or self._needed_room():
             self._compact()
-        return memoryview(self._buf)[self._end :]
+        return self._view[self._end :]
 
     def _needed_room(self) -> bool:
         # A small frame's body must fit between _start and the buffer's end.
@@ -273,6 +272,7 @@ class FrameDecoder:
             new = bytearray(size)
             new[:kept] = self._buf[self._start : self._end]
             self._buf, self._start, self._end = new, 0, kept
+            self._view = memoryview(new)
         self._buf[self._end : self._end + len(view)] = view
         self._end += len(view)
 
@@ -295,6 +295,36 @@ class FrameDecoder:
             ConnectionClosedError: the stream ended cleanly between frames.
             IncompleteMessageError: the stream ended inside a frame (fatal).
         """
+        # Fast paths: nothing to do yet, or a whole small frame without CRC at the front.
+        start = self._start
+        if self._state == _HEADER_STATE:
+            if self._end - start < HEADER_SIZE and not self._eof:
+                return None
+            if self._end - start < HEADER_SIZE:
+                pass  # end of stream: the general path reports it
+            else:
+                magic, version, flags, reserved, length = _HEADER.unpack_from(self._buf, start)
+                end = start + HEADER_SIZE + length
+                if (
+                    not flags & ~FLAG_TEXT
+                    and magic == MAGIC
+                    and version == VERSION
+                    and not reserved
+                    and end <= self._end
+                    and not self.require_crc
+                    and (self.max_message_size is None or length <= self.max_message_size)
+                ):
+                    data = self._view[start + HEADER_SIZE : end]
+                    if not flags:
+                        self._start = end
+                        return Frame(bytes(data), length, False)
+                    try:
+                        text = str(data, "utf-8")
+                    except UnicodeDecodeError:
+                        pass  # the general path below reports it
+                    else:
+                        self._start = end
+                        return Frame(text, length, False)
         payload = self._advance(None)
         if payload is None:
             return None

@@ -93,6 +93,9 @@ class Codec(Protocol):
         ...
 
 
+_SMALL: Final = 16 * 1024  # frames below this are sent as one joined buffer
+
+
 def _too_large(size: int, limit: int, framing: str) -> MessageTooLargeError:
     return MessageTooLargeError(
         f"a {size}-byte message is above the limit of {limit} bytes ({framing} framing)",
@@ -127,7 +130,10 @@ class NpipesCodec:
     message_based = False
 
     def encode(self, data: Payload, *, crc: bool, max_size: int | None) -> Sequence[Buffer]:
-        return frame_parts(data, crc=crc, max_size=max_size)
+        header, payload, trailer = frame_parts(data, crc=crc, max_size=max_size)
+        if isinstance(payload, bytes) and len(payload) <= _SMALL:
+            return (header + payload + trailer,)  # one buffer, one system call
+        return header, payload, trailer
 
     def decoder(
         self, *, max_message_size: int | None, require_crc: bool, message_mode: bool

@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self, final
 
 from . import _backend
-from ._deadline import Deadline
+from ._deadline import NO_DEADLINE, Deadline
 from ._frame import DEFAULT_MAX_MESSAGE_SIZE
 from ._framings import Codec, get_codec
 from ._names import resolve
@@ -72,6 +72,7 @@ class Connection:
         self.max_message_size: Final = max_message_size
         """Largest message this side sends or accepts, in bytes (None: no limit)."""
         self.framing: Final = self._codec.name
+        self._message_based = self._codec.message_based
         """The wire format's name (``"npipes"``, ``"multiprocessing"``, ...)."""
         self._decoder = self._codec.decoder(
             max_message_size=max_message_size,
@@ -120,7 +121,7 @@ class Connection:
                 (``partial``), the connection is closed.
             ConnectionClosedError: the peer is gone, or this connection is closed.
         """
-        deadline = Deadline(timeout)
+        deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
         with_crc = self.crc if crc is None else crc
         parts = self._codec.encode(data, crc=with_crc, max_size=self.max_message_size)
         self._send_buffers(parts, deadline)
@@ -211,13 +212,17 @@ class Connection:
             ConnectionClosedError: the peer closed the connection;
                 :class:`IncompleteMessageError` if it did so mid-message.
         """
+        deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
         with self._recv_lock:
-            decoder = self._decoder
-            decoder.require_crc = self.crc if crc is None else crc
-            try:
-                frame = self._receive(Deadline(timeout), None)
-            finally:
-                decoder.require_crc = self.crc
+            if crc is None or crc == self.crc:
+                frame = self._receive(deadline, None)
+            else:
+                decoder = self._decoder
+                decoder.require_crc = crc
+                try:
+                    frame = self._receive(deadline, None)
+                finally:
+                    decoder.require_crc = self.crc
         assert not isinstance(frame, int)
         return frame
 
@@ -253,7 +258,7 @@ class Connection:
                 count = self._stream.recv_into(decoder.get_buffer(), deadline)
                 if count:
                     decoder.buffer_updated(count)
-                    if self._stream.message_end:
+                    if self._message_based and self._stream.message_end:
                         decoder.message_end()
                 else:
                     decoder.feed_eof()

@@ -199,9 +199,7 @@ class IPC:
                 max_message_size=self.max_message_size,
                 framing=self.framing,
             ),
-            lambda: listen(
-                self.name, max_message_size=self.max_message_size, framing=self.framing
-            ),
+            lambda: listen(self.name, max_message_size=self.max_message_size, framing=self.framing),
         )
         key = "conn" if isinstance(got, Connection) else "listener"
         self._state[key] = got

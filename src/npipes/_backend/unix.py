@@ -161,6 +161,12 @@ class UnixStream:
     def send(self, buffers: Sequence[Buffer], deadline: Deadline) -> None:
         sock = self._sock
         blocking = deadline.timeout is None
+        if blocking and len(buffers) == 1:
+            try:  # the common small message: one buffer, one system call
+                sock.sendall(buffers[0], _SEND_FLAGS)
+            except OSError as exc:
+                raise self._error(exc, "send") from exc
+            return
         flags = _SEND_FLAGS if blocking else _SEND_FLAGS_NOWAIT
         views = [memoryview(b).cast("B") for b in buffers if memoryview(b).nbytes]
         total = sum(v.nbytes for v in views)
