@@ -184,7 +184,9 @@ class _SimpleDecoder:
         kept = self._end - self._start
         if len(self._buf) - self._end >= extra:
             return
-        size = max(len(self._buf), kept + extra)
+        size = len(self._buf)
+        if kept + extra > size:
+            size = max(2 * size, kept + extra)  # geometric: a long message costs O(n) copies
         if size == len(self._buf):
             self._buf[:kept] = self._buf[self._start : self._end]
         else:

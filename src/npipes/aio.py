@@ -23,7 +23,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Self, TypeVar, final
+from typing import TYPE_CHECKING, Final, Self, TypeVar, cast, final
 
 from ._backend import ListenOptions, PeerInfo
 from ._backend.aio import READS_KEEP_MESSAGE_BOUNDARIES, AioListener, open_connection
@@ -64,6 +64,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.transport: asyncio.Transport | None = None
         self.lost = False
+        self.eof = False
         self.lost_waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._write_paused = False
         self._read_paused = False
@@ -71,8 +72,8 @@ class _FrameProtocol(asyncio.BufferedProtocol):
     # -- asyncio callbacks ----------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # No isinstance check: uvloop's transports are not asyncio.Transport subclasses.
+        self.transport = cast(asyncio.Transport, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._decoder.get_buffer()
@@ -83,6 +84,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self._drain_decoder()
 
     def eof_received(self) -> bool | None:
+        self.eof = True
         self._decoder.feed_eof()
         self._drain_decoder()
         return None  # close the transport
@@ -141,6 +143,12 @@ class _FrameProtocol(asyncio.BufferedProtocol):
 
     # -- for the Connection -------------------------------------------------------
 
+    @property
+    def finished(self) -> bool:
+        """The connection is gone and nothing but its end is left to receive."""
+        ended = self.lost or self.eof
+        return ended and (not self._queue or isinstance(self._queue[0], ConnectionClosedError))
+
     async def next_frame(self) -> Frame:
         while not self._queue:
             if self.lost:
@@ -191,10 +199,9 @@ class Connection:
         max_message_size: int | None,
         codec: Codec,
     ) -> None:
-        assert isinstance(transport, asyncio.Transport)
         self._codec = codec
         self.framing: Final = codec.name
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)
         self._protocol = protocol
         self._peer = peer
         self._closed = False
@@ -215,7 +222,7 @@ class Connection:
     @property
     def closed(self) -> bool:
         """True once closed by :meth:`aclose`, by the peer, or after an error that lost framing."""
-        return self._closed or (self._protocol.lost and not self._protocol._queue)
+        return self._closed or self._protocol.finished
 
     def _fail(self, exc: NpipesError) -> NpipesError:
         exc.name, exc.address = self.name, self.address
@@ -308,14 +315,29 @@ class Connection:
                     return
                 raise
 
-    async def aclose(self) -> None:
-        """Close the connection (idempotent); what was sent is still delivered."""
+    async def aclose(self, flush_timeout: float | None = 10.0) -> None:
+        """Close the connection (idempotent); what was sent is still delivered.
+
+        Waits up to ``flush_timeout`` seconds for buffered data to reach a peer
+        that stopped reading, then drops it (:meth:`abort`).
+        """
         if self._closed:
             return
         self._closed = True
         self._transport.close()  # flushes what is buffered, then closes
-        with contextlib.suppress(Exception):
-            await self._protocol.lost_waiter
+        try:
+            async with asyncio.timeout(flush_timeout):
+                await asyncio.shield(self._protocol.lost_waiter)
+        except TimeoutError:
+            self._transport.abort()
+        except asyncio.CancelledError:
+            self._transport.abort()
+            raise
+
+    def abort(self) -> None:
+        """Close at once, dropping anything not yet sent (idempotent)."""
+        self._closed = True
+        self._transport.abort()
 
     async def __aenter__(self) -> Self:
         return self
@@ -552,15 +574,18 @@ class Server:
     async def _run(self, conn: Connection) -> None:
         self._connections.add(conn)
         try:
-            async with conn:
-                await self._handler(conn)
+            await self._handler(conn)
         except asyncio.CancelledError:
+            conn.abort()  # cancelled by aclose(): do not wait to flush to a stuck client
             raise
+        except ConnectionClosedError:
+            pass  # the client left, or aclose() ended the handler: the normal end
         except Exception:
             log.exception("handler failed for a connection on %s", self.address)
         finally:
             self._connections.discard(conn)
             self._slots.release()
+        await conn.aclose()
 
     async def serve_forever(self) -> None:
         """Wait until the server is closed (cancel it to close the server)."""
@@ -583,7 +608,7 @@ class Server:
             if pending:
                 await asyncio.wait(pending)
         for conn in list(self._connections):
-            await conn.aclose()
+            conn.abort()  # handlers are gone: nobody is left to wait for a flush
         if not self._closed.done():
             self._closed.set_result(None)
 

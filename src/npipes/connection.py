@@ -146,18 +146,19 @@ class Connection:
             As :meth:`send`; a message above ``max_message_size`` fails the whole
             batch before anything is written.
         """
-        deadline = Deadline(timeout)
+        deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
         with_crc = self.crc if crc is None else crc
         limit = self.max_message_size
+        if self._message_based and self._stream.message_mode:
+            # One pipe message per message: nothing may be packed together.
+            encoded = [self._codec.encode(m, crc=with_crc, max_size=limit) for m in messages]
+            for parts in encoded:
+                self._send_buffers(parts, deadline)
+            return len(encoded)
         buffers: list[Buffer] = []
         pending: list[Buffer] = []  # small parts waiting to be packed together
         pending_size = count = 0
-        message_based = self._stream.message_mode
         for data in messages:
-            if message_based:  # each message must stay one pipe message
-                buffers.extend(self._codec.encode(data, crc=with_crc, max_size=limit))
-                count += 1
-                continue
             for part in self._codec.encode(data, crc=with_crc, max_size=limit):
                 size = memoryview(part).nbytes
                 if size >= _PACK_LIMIT:

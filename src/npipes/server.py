@@ -57,7 +57,9 @@ class Server:
 
     def _accept_loop(self) -> None:
         while not self._stopped.is_set():
-            self._slots.acquire()
+            # Short waits for a free slot, so close() is never stuck behind a full server.
+            if not self._slots.acquire(timeout=0.1):
+                continue
             if self._stopped.is_set():
                 self._slots.release()
                 return

@@ -151,7 +151,12 @@ class AioListener:
         if self._closed:
             raise ConnectionClosedError("the listener is closed", address=self._address)
         pipe = self._pending
-        future = asyncio.ensure_future(proactor.accept_pipe(pipe))
+        try:
+            future = asyncio.ensure_future(proactor.accept_pipe(pipe))
+        except BrokenPipeError:
+            # ERROR_NO_DATA: a client came and already left; what it wrote may wait.
+            future = loop.create_future()
+            future.set_result(pipe)
         self._waiting.add(future)
         try:
             await future
