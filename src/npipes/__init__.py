@@ -14,7 +14,8 @@ wire format (docs/protocol.md) and an optional CRC-32::
 from __future__ import annotations
 
 from ._backend import PeerInfo
-from ._frame import DEFAULT_MAX_MESSAGE_SIZE
+from ._frame import DEFAULT_MAX_MESSAGE_SIZE, Frame
+from ._framings import FRAMINGS, Codec, Decoder
 from .connection import Connection, Listener, connect, listen
 from .errors import (
     AuthenticationError,
@@ -38,11 +39,15 @@ __version__ = "2.0.0.dev0"
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "FRAMINGS",
     "AuthenticationError",
     "BufferTooSmallError",
     "ChecksumError",
+    "Codec",
     "Connection",
     "ConnectionClosedError",
+    "Decoder",
+    "Frame",
     "IncompleteMessageError",
     "InvalidPipeNameError",
     "Listener",

@@ -589,6 +589,8 @@ def get_codec(framing: str | Codec, *, crc: bool = False, authkey: bytes | None 
         codec = framing
     else:
         raise TypeError(f"framing must be a name or a codec object, not {type(framing).__name__}")
+    if authkey is not None and not isinstance(authkey, bytes):
+        raise TypeError(f"authkey must be bytes, not {type(authkey).__name__}")
     if crc and not codec.supports_crc:
         raise ValueError(f"the {codec.name} framing has no checksum: crc=True is not available")
     if authkey is not None and not codec.supports_auth:

@@ -262,6 +262,10 @@ class Connection:
         Raises:
             As :meth:`npipes.Connection.recv`.
         """
+        if crc and not self._codec.supports_crc:
+            raise ValueError(
+                f"the {self.framing} framing has no checksum: crc=True is not available"
+            )
         frame = await self._wait(self._protocol.next_frame(), timeout, "recv")
         if not frame.crc and (self.crc if crc is None else crc):
             raise self._fail(

@@ -214,6 +214,10 @@ class Connection:
                 :class:`IncompleteMessageError` if it did so mid-message.
         """
         deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
+        if crc and not self._codec.supports_crc:
+            raise ValueError(
+                f"the {self.framing} framing has no checksum: crc=True is not available"
+            )
         with self._recv_lock:
             if crc is None or crc == self.crc:
                 frame = self._receive(deadline, None)
