@@ -66,6 +66,12 @@ def peak_memory() -> int:
 
         info = win32process.GetProcessMemoryInfo(win32api.GetCurrentProcess())
         return int(info["PeakWorkingSetSize"])
+    if sys.platform.startswith("linux"):
+        # VmHWM starts afresh at exec; ru_maxrss keeps the forked parent's peak.
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -177,7 +177,11 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             return
         waiter = asyncio.get_running_loop().create_future()
         self._drain_waiters.append(waiter)
-        await waiter
+        try:
+            await waiter
+        finally:
+            if waiter in self._drain_waiters:  # cancelled or timed out
+                self._drain_waiters.remove(waiter)
         if self.lost:
             raise ConnectionClosedError("the peer closed the connection")
 
@@ -578,18 +582,19 @@ class Server:
     async def _run(self, conn: Connection) -> None:
         self._connections.add(conn)
         try:
-            await self._handler(conn)
-        except asyncio.CancelledError:
+            try:
+                await self._handler(conn)
+            except ConnectionClosedError:
+                pass  # the client left, or aclose() ended the handler: the normal end
+            except Exception:
+                log.exception("handler failed for a connection on %s", self.address)
+            await conn.aclose()
+        except BaseException:
             conn.abort()  # cancelled by aclose(): do not wait to flush to a stuck client
             raise
-        except ConnectionClosedError:
-            pass  # the client left, or aclose() ended the handler: the normal end
-        except Exception:
-            log.exception("handler failed for a connection on %s", self.address)
         finally:
             self._connections.discard(conn)
-            self._slots.release()
-        await conn.aclose()
+            self._slots.release()  # only once the connection is closed
 
     async def serve_forever(self) -> None:
         """Wait until the server is closed (cancel it to close the server)."""
