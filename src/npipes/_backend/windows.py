@@ -67,8 +67,8 @@ __all__ = [
     "create_instance",
     "listen",
     "listener_security",
-    "not_found",
     "pipe_modes",
+    "retry_open",
     "security_descriptor_sddl",
     "try_open_client",
 ]
@@ -539,17 +539,12 @@ def connect(address: Address, deadline: Deadline, *, wait_for_listener: bool) ->
         handle = try_open_client(path)
         if not isinstance(handle, pywintypes.error):
             break
-        if handle.winerror == _ERROR_PIPE_BUSY:
-            if deadline.expired():
-                raise PipeBusyError(
-                    f"every instance of {path} stayed busy for {deadline.timeout} s", address=path
-                ) from handle
+        if retry_open(handle, path, deadline, wait_for_listener=wait_for_listener):
             left = deadline.remaining_ms()
             # A timeout slice, or the pipe vanished: the next CreateFile says which.
             with contextlib.suppress(pywintypes.error):
                 win32pipe.WaitNamedPipe(path, _SLICE_MS if left < 0 else min(left, _SLICE_MS))
             continue
-        not_found(handle, path, deadline, wait_for_listener=wait_for_listener)
         left_s = deadline.remaining()
         time.sleep(pause if left_s is None else min(pause, left_s))
         pause = min(pause * 2, 0.05)
@@ -589,10 +584,23 @@ def try_open_client(path: str) -> Any:
     return handle
 
 
-def not_found(
+def retry_open(
     exc: pywintypes.error, path: str, deadline: Deadline, *, wait_for_listener: bool
-) -> None:
-    """After ERROR_FILE_NOT_FOUND: return to retry, or raise the npipes error."""
+) -> bool:
+    """After :func:`try_open_client` returned ``exc``: raise, or say how to retry.
+
+    Returns:
+        True when every instance is busy (wait for one), False when the pipe does
+        not exist yet and ``wait_for_listener`` asked to wait for it.
+    Raises:
+        PipeBusyError, PipeTimeoutError, PipeNotFoundError: when not to retry.
+    """
+    if exc.winerror == _ERROR_PIPE_BUSY:
+        if deadline.expired():
+            raise PipeBusyError(
+                f"every instance of {path} stayed busy for {deadline.timeout} s", address=path
+            ) from exc
+        return True
     if not wait_for_listener:
         raise _error(exc, "connect", path) from exc
     if deadline.expired():
@@ -601,3 +609,4 @@ def not_found(
             timeout=deadline.timeout,
             address=path,
         ) from exc
+    return False

@@ -20,18 +20,17 @@ from typing import TYPE_CHECKING, Any, TypeVar, final
 import pywintypes
 import win32api
 
-from npipes.errors import ConnectionClosedError, PipeBusyError
+from npipes.errors import ConnectionClosedError
 
 assert sys.platform == "win32" or not TYPE_CHECKING
 
 from .windows import (  # noqa: E402
-    _ERROR_PIPE_BUSY,
     _name_semaphore,
     _peer_of_client_side,
     _peer_of_server_side,
     create_instance,
     listener_security,
-    not_found,
+    retry_open,
     try_open_client,
 )
 
@@ -92,13 +91,7 @@ async def open_connection(
         handle = try_open_client(path)
         if not isinstance(handle, pywintypes.error):
             break
-        if handle.winerror == _ERROR_PIPE_BUSY:
-            if deadline.expired():
-                raise PipeBusyError(
-                    f"every instance of {path} stayed busy for {deadline.timeout} s", address=path
-                ) from handle
-        else:
-            not_found(handle, path, deadline, wait_for_listener=wait_for_listener)
+        retry_open(handle, path, deadline, wait_for_listener=wait_for_listener)
         left = deadline.remaining()
         await asyncio.sleep(pause if left is None else min(pause, left))
         pause = min(pause * 2, 0.05)
