@@ -28,6 +28,13 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="start a second process, say Hello, measure speed")
     demo.add_argument("--peer", metavar="NAME", help=argparse.SUPPRESS)
 
+    bench = sub.add_parser(
+        "bench",
+        help="quick benchmark against a raw socket loop and other IPC libraries",
+        description="A quick run of the benchmark suite (python -m benchmarks for the full one).",
+    )
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="options passed to the suite")
+
     for command, text in (
         ("send", "send one message (either side may start first)"),
         ("recv", "receive messages and print them (either side may start first)"),
@@ -53,6 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit code."""
     args = _parser().parse_args(argv)
     try:
+        if args.command == "bench":
+            from . import _bench
+
+            return _bench.main(args.args, quick=True)
         if args.command == "demo":
             from . import _demo
 
