@@ -35,6 +35,7 @@ from npipes import (
     _backend,
 )
 from npipes._deadline import Deadline
+from npipes._frame import encode_frame
 from npipes._names import resolve
 
 WAIT = 30.0
@@ -539,3 +540,26 @@ def test_send_many_batches_and_keeps_order(pipe_name: str, crc: bool) -> None:
                 small.send_many(["ok", b"y" * 100], timeout=5)
             small.send("after")  # nothing of the failed batch was written
             assert conn2.recv(timeout=10) == "after"
+
+
+def test_recv_many_returns_bursts_and_keeps_later_errors(pipe_name: str) -> None:
+    with npipes.listen(pipe_name) as listener:
+        client = npipes.connect(pipe_name, timeout=10)
+        with client, listener.accept(timeout=10) as conn:
+            client.send_many([f"m{i}" for i in range(500)])
+            got: list[bytes | str] = []
+            while len(got) < 500:
+                burst = conn.recv_many(timeout=10)
+                assert burst
+                got.extend(burst)
+            assert got == [f"m{i}" for i in range(500)]
+            # A bad message inside a burst: the ones before it arrive, the error comes next.
+            bad = bytearray(encode_frame(b"bad", crc=True))
+            bad[-1] ^= 0xFF
+            _RawPeer(client._stream).sendall(encode_frame("a") + bytes(bad) + encode_frame("b"))
+            assert conn.recv_many(timeout=10) == ["a"]  # one read brought all three
+            with pytest.raises(ChecksumError):
+                conn.recv_many(timeout=10)
+            assert conn.recv_many(timeout=10) == ["b"]
+            with pytest.raises(ValueError, match="max_messages"):
+                conn.recv_many(max_messages=0)

@@ -16,7 +16,7 @@ import sys
 __all__ = ["allocate"]
 
 # Below this size a copy is cheaper than the ctypes calls.
-_MIN_INPLACE = 64 * 1024
+_MIN_INPLACE = 32 * 1024
 
 
 def _fallback(size: int) -> tuple[bytes | bytearray, memoryview]:

@@ -60,6 +60,7 @@ HEADER_SIZE: Final = 16
 TRAILER_SIZE: Final = 4
 DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 30  # 1 GiB
 READ_BUFFER_SIZE: Final = 64 * 1024
+_LARGE: Final = 32 * 1024  # payloads from this size are read in place into their own buffer
 
 _HEADER: Final = struct.Struct("<2sBBIQ")
 _TRAILER: Final = struct.Struct("<I")
@@ -235,7 +236,7 @@ class FrameDecoder:
 
     def _compact(self) -> None:
         count = self._end - self._start
-        self._buf[:count] = self._buf[self._start : self._end]
+        self._view[:count] = self._view[self._start : self._end]  # one copy, no temporary
         self._start, self._end = 0, count
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -384,10 +385,10 @@ class FrameDecoder:
                 return None
             payload_end = self._start + self._length
             if into is not None:
-                into[: self._length] = self._buf[self._start : payload_end]
+                into[: self._length] = self._view[self._start : payload_end]
                 payload: Buffer = into[: self._length]
             else:
-                payload = bytes(self._buf[self._start : payload_end])
+                payload = bytes(self._view[self._start : payload_end])
             trailer = bytes(self._buf[payload_end:body_end])
             self._start = body_end
             self._state = _HEADER_STATE
@@ -467,7 +468,7 @@ class FrameDecoder:
         self._flags = flags
         self._length = length
         trailer = self._trailer_size()
-        if into is None and length + trailer <= len(self._buf):
+        if into is None and length < _LARGE and HEADER_SIZE + length + trailer <= len(self._buf):
             self._state = _BODY
             return
         # Large frame (or caller's buffer): the payload gets its own storage,
@@ -501,7 +502,7 @@ class FrameDecoder:
         # Payload bytes that came in the same read as the header.
         assert self._target_view is not None
         have = min(self._end - self._start, self._length - self._filled)
-        self._target_view[self._filled : self._filled + have] = self._buf[
+        self._target_view[self._filled : self._filled + have] = self._view[
             self._start : self._start + have
         ]
         self._start += have

@@ -282,6 +282,8 @@ class Connection:
 
     async def _wait(self, awaitable: Awaitable[_T], timeout: float | None, what: str) -> _T:
         try:
+            if timeout is None:  # no timeout context on the hot path
+                return await awaitable
             async with asyncio.timeout(Deadline(timeout).remaining()):
                 return await awaitable
         except TimeoutError as exc:

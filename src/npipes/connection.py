@@ -80,6 +80,7 @@ class Connection:
             message_mode=stream.message_mode,
         )
         self._send_lock = threading.Lock()
+        self._pending_error: NpipesError | None = None
         self._recv_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -231,6 +232,39 @@ class Connection:
         assert not isinstance(frame, int)
         return frame
 
+    def recv_many(
+        self, max_messages: int = 1024, timeout: float | None = None
+    ) -> list[bytes | str]:
+        """Receive at least one message, plus every further one already received.
+
+        The batching twin of :meth:`send_many`: one call (and usually one system
+        call) returns a burst of small messages. Errors as :meth:`recv`; an error
+        in a later message of the burst is raised by the next call instead, so
+        the messages before it are not lost.
+
+        Args:
+            max_messages: return at most this many.
+            timeout: seconds to wait for the first message, or None.
+        """
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
+        with self._recv_lock:
+            first = self._receive(deadline, None)
+            assert not isinstance(first, int)
+            messages = [first]
+            decoder = self._decoder
+            while len(messages) < max_messages:
+                try:
+                    frame = decoder.next_frame()
+                except NpipesError as exc:
+                    self._pending_error = exc  # raised by the next call
+                    break
+                if frame is None:
+                    break
+                messages.append(frame.message)
+        return messages
+
     def recv_into(self, buffer: Buffer, *, timeout: float | None = None) -> int:
         """Receive the next message's payload into ``buffer``; return its size.
 
@@ -248,6 +282,12 @@ class Connection:
         return size
 
     def _receive(self, deadline: Deadline, into: memoryview | None) -> bytes | str | int:
+        pending = self._pending_error
+        if pending is not None:
+            self._pending_error = None
+            if self._decoder.broken:
+                self.close()
+            raise pending
         self._check_open()
         decoder = self._decoder
         try:

@@ -75,7 +75,9 @@ __all__ = [
 
 _SLICE_MS: Final = 100  # longest uninterruptible wait (Ctrl+C latency)
 _PIPE_BUFFER: Final = 64 * 1024
-_JOIN_LIMIT: Final = 64 * 1024  # below this, header+payload+trailer go as one WriteFile
+# Below this, header+payload+trailer go as one WriteFile: a copy is cheaper than
+# a second overlapped operation (measured under Wine: ~30 us per operation).
+_JOIN_LIMIT: Final = 256 * 1024
 _WAIT_OBJECT_0: Final = win32event.WAIT_OBJECT_0
 _WAIT_TIMEOUT: Final = win32event.WAIT_TIMEOUT
 _ERROR_IO_PENDING: Final = winerror.ERROR_IO_PENDING
@@ -297,8 +299,11 @@ class PipeStream:
         ov = self._read_ov
         try:
             while True:
-                win32file.ReadFile(self._handle, buffer, ov)  # 0, ERROR_MORE_DATA or IO_PENDING
-                count, more = self._complete(ov, deadline, "recv")
+                rc, _ = win32file.ReadFile(self._handle, buffer, ov)
+                if rc == _ERROR_IO_PENDING:
+                    count, more = self._complete(ov, deadline, "recv")
+                else:  # 0 or ERROR_MORE_DATA: done already, no wait (half the cost)
+                    count, more = _finish(self._handle, ov)
                 self.message_end = not more
                 if count:
                     return count
@@ -323,8 +328,11 @@ class PipeStream:
         try:
             for view in views:
                 while view.nbytes:
-                    win32file.WriteFile(self._handle, view, ov)
-                    sent, _ = self._complete(ov, deadline, "send")
+                    rc, _ = win32file.WriteFile(self._handle, view, ov)
+                    if rc == _ERROR_IO_PENDING:
+                        sent, _ = self._complete(ov, deadline, "send")
+                    else:
+                        sent, _ = _finish(self._handle, ov)
                     sent_total += sent
                     view = view[sent:]
         except PipeTimeoutError as exc:

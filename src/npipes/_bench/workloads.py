@@ -79,8 +79,15 @@ def echo(end: SyncEnd, size: int, count: int) -> None:
 
 def sink(end: SyncEnd, size: int, count: int) -> None:
     """Receive (and drop) ``count`` messages, then send the ack."""
-    recv = end.receiver(size)
     ack = end.sender(len(ACK))
+    recv_many = end.batch_receiver(size)
+    if recv_many is not None:
+        got = 0
+        while got < count:
+            got += len(recv_many())
+        ack(ACK)
+        return
+    recv = end.receiver(size)
     for _ in range(count):
         recv()
     ack(ACK)

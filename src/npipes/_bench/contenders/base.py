@@ -22,6 +22,7 @@ __all__ = [
     "Contender",
     "Data",
     "Recv",
+    "RecvMany",
     "Send",
     "SendMany",
     "SyncContender",
@@ -41,6 +42,7 @@ ACK = b"!"
 Send = Callable[[Any], object]
 Recv = Callable[[], Any]
 SendMany = Callable[[Sequence[Any]], object]
+RecvMany = Callable[[], Sequence[Any]]
 ASend = Callable[[Any], Awaitable[object]]
 ARecv = Callable[[], Awaitable[Any]]
 
@@ -63,6 +65,10 @@ class SyncEnd(ABC):
 
     def batch_sender(self, size: int) -> SendMany | None:
         """The call that sends many messages at once, if the contender has one."""
+        return None
+
+    def batch_receiver(self, size: int) -> RecvMany | None:
+        """The call that returns every message already received, if the contender has one."""
         return None
 
     @abstractmethod

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, ClassVar, final
 
 import npipes
 
-from .base import SendMany, SyncContender, SyncEnd, SyncServer
+from .base import RecvMany, SendMany, SyncContender, SyncEnd, SyncServer
 
 if TYPE_CHECKING:
     from .base import Recv, Send
@@ -20,9 +20,10 @@ _CONNECT_TIMEOUT = 60.0
 
 @final
 class _End(SyncEnd):
-    def __init__(self, conn: npipes.Connection, *, into: bool) -> None:
+    def __init__(self, conn: npipes.Connection, *, into: bool, batch: bool = False) -> None:
         self._conn = conn
         self._into = into
+        self._batch = batch
 
     def sender(self, size: int) -> Send:
         return self._conn.send
@@ -36,18 +37,23 @@ class _End(SyncEnd):
         send_many: SendMany | None = getattr(self._conn, "send_many", None)
         return send_many
 
+    def batch_receiver(self, size: int) -> RecvMany | None:
+        return self._conn.recv_many if self._batch else None
+
     def close(self) -> None:
         self._conn.close()
 
 
 @final
 class _Server(SyncServer):
-    def __init__(self, listener: npipes.Listener, *, into: bool) -> None:
+    def __init__(self, listener: npipes.Listener, *, into: bool, batch: bool = False) -> None:
         self._listener = listener
         self._into = into
+        self._batch = batch
 
     def accept(self) -> SyncEnd:
-        return _End(self._listener.accept(timeout=_CONNECT_TIMEOUT), into=self._into)
+        conn = self._listener.accept(timeout=_CONNECT_TIMEOUT)
+        return _End(conn, into=self._into, batch=self._batch)
 
     def close(self) -> None:
         self._listener.close()
@@ -58,6 +64,7 @@ class Npipes(SyncContender):
     summary: ClassVar[str] = "npipes.connect/listen, conn.send / conn.recv, crc=False"
     crc: ClassVar[bool] = False
     into: ClassVar[bool] = False
+    batch: ClassVar[int] = 0
 
     def versions(self) -> dict[str, str]:
         return {"npipes": npipes.__version__}
@@ -67,13 +74,13 @@ class Npipes(SyncContender):
 
     def listen(self, address: str) -> SyncServer:
         listener = npipes.listen(address, crc=self.crc)
-        return _Server(listener, into=self.into)
+        return _Server(listener, into=self.into, batch=self.batch > 0)
 
     def connect(self, address: str) -> SyncEnd:
         conn = npipes.connect(
             address, crc=self.crc, timeout=_CONNECT_TIMEOUT, wait_for_listener=True
         )
-        return _End(conn, into=self.into)
+        return _End(conn, into=self.into, batch=self.batch > 0)
 
 
 @final
@@ -103,7 +110,9 @@ class NpipesInto(Npipes):
 @final
 class NpipesBatch(Npipes):
     name: ClassVar[str] = "npipes-batch"
-    summary: ClassVar[str] = "as npipes, sending with conn.send_many(256 messages)"
+    summary: ClassVar[str] = (
+        "as npipes, sending with conn.send_many(256 messages), receiving with conn.recv_many()"
+    )
     latency: ClassVar[bool] = False
     memory: ClassVar[bool] = False
     max_stream_size: ClassVar[int | None] = 64 * 1024
