@@ -30,6 +30,7 @@ from npipes.errors import (
 )
 
 from ._base import PeerInfo
+from .unix import _poll, ensure_private_dir, write_all
 
 if TYPE_CHECKING:
     from npipes._deadline import Deadline
@@ -50,8 +51,6 @@ def make_fifo(address: Address) -> str:
     Raises:
         PipePermissionError: the path exists and is not a FIFO we own.
     """
-    from .unix import ensure_private_dir
-
     if address.private_dir is not None:
         ensure_private_dir(address.private_dir, create=True)
     path = address.path
@@ -72,15 +71,6 @@ def make_fifo(address: Address) -> str:
             address=path,
         )
     return path
-
-
-def _poll(fd: int, events: int, deadline: Deadline, what: str) -> None:
-    poller = select.poll()
-    poller.register(fd, events)
-    if not poller.poll(deadline.remaining_ms()):
-        raise PipeTimeoutError(
-            f"{what} timed out after {deadline.timeout} s", timeout=deadline.timeout
-        )
 
 
 @final
@@ -125,27 +115,15 @@ class FifoStream:
     def send(self, buffers: Sequence[Buffer], deadline: Deadline) -> None:
         if self._readable:
             raise ConnectionClosedError("this FIFO end is for reading only", address=self._path)
-        views = [memoryview(b).cast("B") for b in buffers if memoryview(b).nbytes]
-        total = sum(v.nbytes for v in views)
-        if len(views) > 1 and total <= PIPE_BUF:
-            views = [memoryview(b"".join(views))]  # one write: atomic up to PIPE_BUF
-        sent_total = 0
+        if len(buffers) > 1 and sum(memoryview(b).nbytes for b in buffers) <= PIPE_BUF:
+            buffers = [b"".join(buffers)]  # one write: atomic up to PIPE_BUF
+        fd = self._fd
         try:
-            while views:
-                try:
-                    sent = os.writev(self._fd, views[:512])
-                except BlockingIOError:
-                    _poll(self._fd, select.POLLOUT, deadline, "send")
-                    continue
-                sent_total += sent
-                while views and sent >= views[0].nbytes:
-                    sent -= views[0].nbytes
-                    views.pop(0)
-                if sent:
-                    views[0] = views[0][sent:]
-        except PipeTimeoutError as exc:
-            exc.partial = 0 < sent_total < total
-            raise
+            write_all(
+                buffers,
+                lambda views: os.writev(fd, views),
+                lambda: _poll(fd, select.POLLOUT, deadline, "send"),
+            )
         except OSError as exc:
             raise translate_os_error(exc, "write", address=self._path) from exc
 

@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final, final
 
 from npipes._names import SUN_PATH_MAX
@@ -61,6 +61,7 @@ __all__ = [
     "listen",
     "new_socket",
     "peer_credentials",
+    "write_all",
 ]
 
 _MSG_NOSIGNAL: Final = getattr(socket, "MSG_NOSIGNAL", 0)
@@ -96,14 +97,48 @@ def _getpeereid(sock: socket.socket) -> tuple[int | None, int | None]:  # pragma
     return None, None
 
 
-def _poll(sock: socket.socket, events: int, deadline: Deadline, what: str) -> None:
-    """Wait until ``sock`` is ready for ``events`` or raise PipeTimeoutError."""
+def _poll(sock: socket.socket | int, events: int, deadline: Deadline, what: str) -> None:
+    """Wait until ``sock`` (or a file descriptor) is ready for ``events``, or raise
+    PipeTimeoutError."""
     poller = select.poll()
     poller.register(sock, events)
     if not poller.poll(deadline.remaining_ms()):
         raise PipeTimeoutError(
             f"{what} timed out after {deadline.timeout} s", timeout=deadline.timeout
         )
+
+
+def write_all(
+    buffers: Sequence[Buffer],
+    write: Callable[[list[memoryview]], int],
+    wait_writable: Callable[[], None],
+) -> None:
+    """Write every byte of ``buffers`` with ``write`` (send/sendmsg/writev).
+
+    ``write`` may write part of what it is given (the tail is written next) or
+    raise BlockingIOError (then ``wait_writable`` waits or raises
+    PipeTimeoutError, whose ``partial`` this sets).
+    """
+    views = [memoryview(b).cast("B") for b in buffers if memoryview(b).nbytes]
+    total = sum(v.nbytes for v in views)
+    sent_total = 0
+    try:
+        while views:
+            try:
+                sent = write(views[:_IOV_MAX])
+            except BlockingIOError:
+                wait_writable()
+                continue
+            sent_total += sent
+            # Drop what went out; a partial write leaves a tail to resend.
+            while views and sent >= views[0].nbytes:
+                sent -= views[0].nbytes
+                views.pop(0)
+            if sent:
+                views[0] = views[0][sent:]
+    except PipeTimeoutError as exc:
+        exc.partial = 0 < sent_total < total
+        raise
 
 
 @final
@@ -168,29 +203,14 @@ class UnixStream:
                 raise self._error(exc, "send") from exc
             return
         flags = _SEND_FLAGS if blocking else _SEND_FLAGS_NOWAIT
-        views = [memoryview(b).cast("B") for b in buffers if memoryview(b).nbytes]
-        total = sum(v.nbytes for v in views)
-        sent_total = 0
+
+        def write(views: list[memoryview]) -> int:
+            if len(views) == 1:
+                return sock.send(views[0], flags)
+            return sock.sendmsg(views, (), flags)
+
         try:
-            while views:
-                try:
-                    if len(views) == 1:
-                        sent = sock.send(views[0], flags)
-                    else:
-                        sent = sock.sendmsg(views[:_IOV_MAX], (), flags)
-                except BlockingIOError:
-                    _poll(sock, _READY_OUT, deadline, "send")
-                    continue
-                sent_total += sent
-                # Drop what went out; a partial write leaves a tail to resend.
-                while views and sent >= views[0].nbytes:
-                    sent -= views[0].nbytes
-                    views.pop(0)
-                if sent:
-                    views[0] = views[0][sent:]
-        except PipeTimeoutError as exc:
-            exc.partial = 0 < sent_total < total
-            raise
+            write_all(buffers, write, lambda: _poll(sock, _READY_OUT, deadline, "send"))
         except OSError as exc:
             raise self._error(exc, "send") from exc
 
