@@ -30,14 +30,15 @@ from npipes.errors import (
 )
 
 from ._base import PeerInfo
-from .unix import _poll, ensure_private_dir, write_all
 
 if TYPE_CHECKING:
     from npipes._deadline import Deadline
     from npipes._names import Address
     from npipes._types import Buffer
 
-assert sys.platform != "win32"
+assert sys.platform != "win32"  # before importing unix.py, so mypy --platform win32 skips us
+
+from .unix import _poll, ensure_private_dir, write_all  # noqa: E402
 
 __all__ = ["PIPE_BUF", "FifoStream", "make_fifo", "open_fifo"]
 
