@@ -59,6 +59,7 @@ class Decoder(Protocol):
     """What a transport drives (FrameDecoder is the reference implementation)."""
 
     require_crc: bool
+    max_message_size: int | None  # may change between frames (the handshake's cap)
 
     @property
     def broken(self) -> bool: ...

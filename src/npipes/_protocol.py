@@ -1,106 +1,497 @@
-"""Sans-I/O multi-step exchanges: the ``authkey`` handshake.
+"""The sans-I/O connection core: every rule of one connection, and no I/O.
 
-The handshake is CPython ``multiprocessing.connection``'s, byte for byte, so
-npipes and a stdlib ``Client``/``Listener`` authenticate each other: the side
-that accepts delivers a challenge (``#CHALLENGE#{sha256}`` + 40 random bytes),
-the other answers with an HMAC of the whole challenge (``{sha256}`` + MAC, or a
-raw HMAC-MD5 for a legacy pre-3.12 peer), gets ``#WELCOME#`` or ``#FAILURE#``,
-and then the roles swap. Each step is a generator that yields a message to
-send (``bytes``) or ``None`` to receive one, so the sync and asyncio front ends
-drive the same code.
+Like websockets' ``protocol.py`` or h11's ``Connection``: the sync
+``Connection`` and ``npipes.aio`` only move bytes between a stream and this
+object and wait; what the bytes mean and what an error does to the connection
+is decided here, once.
+
+Rules (docs/api.md "Errors, timeouts and interruptions"):
+- States: ``OPEN``; ``BROKEN`` (framing lost, or a frame half-sent or
+  half-received: the stream must be closed); ``CLOSED`` (closed locally, or the
+  peer's clean end of stream was delivered).
+- Messages are decoded in order into a small queue (``decode_available``,
+  used by the asyncio driver as bytes arrive) or on demand
+  (``next_message``). Errors take their place in that order: messages
+  received before a broken frame are delivered first, then the error, then
+  ``ConnectionClosedError`` for ever.
+- A clean end of stream ends receiving only when it is delivered, so a side
+  may still reply to a peer that half-closed after sending.
+- Read-ahead is bounded in bytes (``READ_AHEAD`` of decoded messages waiting
+  plus one frame); before authentication a peer may send at most
+  ``MAX_HANDSHAKE_MESSAGE`` bytes per message and one message ahead.
+- An exception or cancellation that leaves a frame half-sent
+  (:meth:`send_failed`) or half-received (:meth:`recv_failed`) breaks the
+  connection; one that touched nothing leaves it usable.
+- A per-call ``crc=True`` requirement is checked here, not in the decoder, so
+  the asyncio driver can decode before the call that asks.
 """
 
 from __future__ import annotations
 
-import hmac
-import os
-from collections.abc import Generator
-from typing import Final
+import collections
+import enum
+from collections.abc import Generator, Iterable, Sequence
+from typing import TYPE_CHECKING, Final, final
 
-from .errors import AuthenticationError
+from ._auth import MAX_HANDSHAKE_MESSAGE, Exchange, accept_side, connect_side
+from ._frame import Frame
+from .errors import (
+    AuthenticationError,
+    BufferTooSmallError,
+    ChecksumError,
+    ConnectionClosedError,
+    IncompleteMessageError,
+    NpipesError,
+    PipeTimeoutError,
+)
 
-__all__ = ["Exchange", "accept_side", "connect_side"]
+if TYPE_CHECKING:
+    from ._framings import Codec
+    from ._types import Buffer, Payload
 
-CHALLENGE: Final = b"#CHALLENGE#"
-WELCOME: Final = b"#WELCOME#"
-FAILURE: Final = b"#FAILURE#"
-_RANDOM_LENGTH: Final = 40
-_LEGACY_LENGTHS: Final = (20, 16)  # pre-3.12 challenge; raw HMAC-MD5 response
-_ALLOWED_DIGESTS: Final = frozenset({b"md5", b"sha256", b"sha384", b"sha3_256", b"sha3_384"})
-MAX_HANDSHAKE_MESSAGE: Final = 256
+__all__ = [
+    "HANDSHAKE_TIMEOUT",
+    "MAX_HANDSHAKE_MESSAGE",
+    "PACK_LIMIT",
+    "READ_AHEAD",
+    "ConnectionCore",
+    "Exchange",
+    "State",
+    "accept_side",
+    "connect_side",
+]
 
-# Yields a message to send, or None to receive; is sent the received message.
-Exchange = Generator[bytes | None, bytes | None, None]
-
-
-def _digest_and_payload(message: bytes) -> tuple[str, bytes]:
-    if len(message) in _LEGACY_LENGTHS:
-        return "", message
-    if message.startswith(b"{"):
-        curly = message.find(b"}", 1, max(map(len, _ALLOWED_DIGESTS)) + 2)
-        if curly > 0 and message[1:curly] in _ALLOWED_DIGESTS:
-            return message[1:curly].decode("ascii"), message[curly + 1 :]
-    raise AuthenticationError("authentication failed: unsupported digest or message length")
-
-
-def _response(authkey: bytes, challenge: bytes) -> bytes:
-    digest, _ = _digest_and_payload(challenge)
-    if not digest:
-        return hmac.new(authkey, challenge, "md5").digest()  # legacy peer
-    mac = hmac.new(authkey, challenge, digest).digest()  # the MAC covers the {digest} prefix
-    return b"{%s}%s" % (digest.encode("ascii"), mac)
-
-
-def _verify(authkey: bytes, challenge: bytes, response: bytes) -> None:
-    digest, mac = _digest_and_payload(response)
-    expected = hmac.new(authkey, challenge, digest or "md5").digest()
-    if len(expected) != len(mac) or not hmac.compare_digest(expected, mac):
-        raise AuthenticationError("authentication failed: the peer's authkey does not match")
+READ_AHEAD: Final = 256 * 1024
+"""Bytes of decoded messages that may wait for ``recv`` before reading pauses."""
+PACK_LIMIT: Final = 64 * 1024
+"""``send_many`` packs frame parts smaller than this into one write."""
+HANDSHAKE_TIMEOUT: Final = 5.0
+"""Seconds a peer has for the authkey handshake when the call sets no timeout."""
 
 
-def _received(message: bytes | None) -> bytes:
-    assert message is not None  # the driver sends a message after each None
-    return message
+class State(enum.Enum):
+    OPEN = "open"
+    BROKEN = "broken"
+    CLOSED = "closed"
 
 
-def deliver_challenge(authkey: bytes) -> Exchange:
-    challenge = b"{sha256}" + os.urandom(_RANDOM_LENGTH)
-    yield CHALLENGE + challenge
-    response = _received((yield None))
-    try:
-        _verify(authkey, challenge, response)
-    except AuthenticationError:
-        yield FAILURE
-        raise
-    yield WELCOME
+Item = Frame | NpipesError
 
 
-def answer_challenge(authkey: bytes) -> Exchange:
-    message = _received((yield None))
-    if not message.startswith(CHALLENGE):
-        raise AuthenticationError("authentication failed: the peer sent no challenge")
-    challenge = message[len(CHALLENGE) :]
-    if len(challenge) < 20:
-        raise AuthenticationError("authentication failed: the challenge is too short")
-    yield _response(authkey, challenge)
-    if _received((yield None)) != WELCOME:
-        raise AuthenticationError("authentication failed: the peer rejected our authkey")
+@final
+class ConnectionCore:
+    """The state of one connection.
 
+    Args:
+        codec: the framing.
+        crc: send a CRC-32 and require one, unless a call says otherwise.
+        max_message_size: largest message sent or accepted (None: no limit).
+        message_mode: the stream keeps message boundaries (Windows pipes).
+        name, address: for error messages.
+    """
 
-def accept_side(authkey: bytes) -> Exchange:
-    """The listener's half (multiprocessing ``Listener.accept`` order)."""
-    _check_key(authkey)
-    yield from deliver_challenge(authkey)
-    yield from answer_challenge(authkey)
+    def __init__(
+        self,
+        codec: Codec,
+        *,
+        crc: bool,
+        max_message_size: int | None,
+        message_mode: bool,
+        name: str | None,
+        address: str | None,
+    ) -> None:
+        self.codec: Final = codec
+        self.crc: Final = crc
+        self.max_message_size: Final = max_message_size
+        self.name = name
+        self.address = address
+        self.state = State.OPEN
+        self.reason = ""  # why the connection broke or closed, for later errors
+        self.message_mode: Final = message_mode
+        self._message_ends = codec.message_based  # reads end messages for this framing
+        # The decoder verifies any CRC that is present; "required" is checked per call.
+        self._decoder = codec.decoder(
+            max_message_size=max_message_size, require_crc=False, message_mode=message_mode
+        )
+        self._ready: collections.deque[Item] = collections.deque()
+        self._ready_bytes = 0
+        self._handshaking = False
 
+    # -- state ----------------------------------------------------------------
 
-def connect_side(authkey: bytes) -> Exchange:
-    """The client's half (multiprocessing ``Client`` order)."""
-    _check_key(authkey)
-    yield from answer_challenge(authkey)
-    yield from deliver_challenge(authkey)
+    @property
+    def closed(self) -> bool:
+        """Not usable, and no received message is left to deliver."""
+        if self.state is State.OPEN:
+            return False
+        return all(isinstance(item, NpipesError) for item in self._ready)
 
+    @property
+    def receiving_idle(self) -> bool:
+        """No frame is half-received (a clean place for a receive to stop)."""
+        return self._decoder.idle
 
-def _check_key(authkey: bytes) -> None:
-    if not isinstance(authkey, bytes):
-        raise TypeError(f"authkey must be bytes, not {type(authkey).__name__}")
+    def close(self, reason: str = "the connection was closed") -> None:
+        """Mark closed locally (the driver closes the stream)."""
+        if self.state is State.OPEN:
+            self.reason = reason
+        self.state = State.CLOSED
+
+    def break_(self, reason: str) -> None:
+        """Framing is lost (a frame torn in either direction): the stream must be closed."""
+        if self.state is State.OPEN:
+            self.state = State.BROKEN
+            self.reason = reason
+
+    def annotate(self, exc: BaseException) -> None:
+        """Give an npipes error this connection's name and address (if it has none)."""
+        if isinstance(exc, NpipesError):
+            if exc.name is None:
+                exc.name = self.name
+            if exc.address is None:
+                exc.address = self.address
+
+    def closed_error(self) -> ConnectionClosedError:
+        """The error for using a connection that is not open."""
+        exc = ConnectionClosedError(
+            f"{self.reason or 'the connection is closed'}; connect again to send or receive"
+        )
+        self.annotate(exc)
+        return exc
+
+    def check_open(self) -> None:
+        if self.state is not State.OPEN:
+            raise self.closed_error()
+
+    # -- sending --------------------------------------------------------------
+
+    def _with_crc(self, crc: bool | None) -> bool:
+        if crc is None:
+            return self.crc
+        if not isinstance(crc, bool):
+            raise TypeError(f"crc must be True, False or None, not {crc!r}")
+        if crc and not self.codec.supports_crc:
+            raise ValueError(
+                f"the {self.codec.name} framing has no checksum: crc=True is not available"
+            )
+        return crc
+
+    def encode(self, data: Payload, crc: bool | None = None) -> Sequence[Buffer]:
+        """The buffers to write for one message (the payload is not copied).
+
+        Raises:
+            TypeError, ValueError: bad argument; MessageTooLargeError: above the limit.
+            ConnectionClosedError: the connection is not open.
+        """
+        parts = self.codec.encode(data, crc=self._with_crc(crc), max_size=self.max_message_size)
+        self.check_open()
+        return parts
+
+    def encode_many(
+        self, messages: Iterable[Payload], crc: bool | None = None
+    ) -> tuple[list[list[Buffer]], int]:
+        """Encode a batch: ``(writes, count)``, each write a list of buffers sent as one unit.
+
+        On a stream, small parts are packed into as few buffers as possible
+        (large payloads still go out without a copy); on a message pipe with a
+        message-based framing every message is its own write. Everything is
+        encoded (and checked) before anything is written.
+        """
+        with_crc = self._with_crc(crc)
+        limit = self.max_message_size
+        encode = self.codec.encode
+        if self._message_ends and self.message_mode:
+            units = [list(encode(m, crc=with_crc, max_size=limit)) for m in messages]
+            self.check_open()
+            return units, len(units)
+        buffers: list[Buffer] = []
+        pending: list[Buffer] = []  # small parts waiting to be packed together
+        pending_size = count = 0
+        for data in messages:
+            for part in encode(data, crc=with_crc, max_size=limit):
+                size = len(part) if isinstance(part, bytes) else memoryview(part).nbytes
+                if size >= PACK_LIMIT:
+                    if pending:
+                        buffers.append(b"".join(pending))
+                        pending, pending_size = [], 0
+                    buffers.append(part)
+                elif size:
+                    pending.append(part)
+                    pending_size += size
+                    if pending_size >= PACK_LIMIT:
+                        buffers.append(b"".join(pending))
+                        pending, pending_size = [], 0
+            count += 1
+        if pending:
+            buffers.append(b"".join(pending))
+        self.check_open()
+        return ([buffers] if buffers else []), count
+
+    def send_failed(self, exc: BaseException, *, started: bool = True) -> None:
+        """Apply the rule for an exception out of a write.
+
+        Only a timeout that says nothing went out (``partial=False``) leaves the
+        connection usable; anything else (a partial timeout, a broken pipe,
+        Ctrl+C or a cancellation mid-write) may have torn a frame.
+        """
+        self.annotate(exc)
+        if not started or (isinstance(exc, PipeTimeoutError) and not exc.partial):
+            return
+        if isinstance(exc, PipeTimeoutError):
+            self.break_("a send timed out after part of a message went out")
+        elif isinstance(exc, ConnectionClosedError):
+            self.close("the peer closed the connection")
+        else:
+            self.break_(f"a send was interrupted ({type(exc).__name__})")
+
+    # -- receiving ------------------------------------------------------------
+
+    def get_buffer(self) -> memoryview:
+        """Where the driver should read the next bytes to."""
+        return self._decoder.get_buffer()
+
+    def buffer_updated(self, nbytes: int, message_end: bool = True) -> None:
+        """``nbytes`` were read into the last ``get_buffer()``; 0 means end of stream."""
+        if nbytes:
+            self._decoder.buffer_updated(nbytes)
+            if message_end and self._message_ends:
+                self._decoder.message_end()
+        else:
+            self._decoder.feed_eof()
+
+    def receive_data(self, data: Buffer) -> None:
+        """Copy ``data`` in (for callers without a buffer-aware transport)."""
+        if data:
+            self._decoder.feed_data(data)
+            if self._message_ends:
+                self._decoder.message_end()
+        else:
+            self._decoder.feed_eof()
+
+    def receive_eof(self) -> None:
+        """The stream ended (idempotent)."""
+        self._decoder.feed_eof()
+
+    def _decode(self) -> Item | None:
+        """The next frame or error out of the decoder; updates the state on fatal errors."""
+        if self.state is not State.OPEN:
+            return None  # closed or broken: nothing more is decoded
+        try:
+            return self._decoder.next_frame()
+        except NpipesError as exc:
+            self.annotate(exc)
+            if isinstance(exc, IncompleteMessageError) or self._decoder.broken:
+                self.break_(str(exc))
+            return exc
+
+    def decode_available(self) -> None:
+        """Decode what has arrived into the queue, within the read-ahead budget."""
+        ready = self._ready
+        while self.wants_data():
+            item = self._decode()
+            if item is None:
+                return
+            ready.append(item)
+            if not isinstance(item, NpipesError):
+                self._ready_bytes += item.size
+            elif self.state is not State.OPEN or isinstance(item, ConnectionClosedError):
+                return  # nothing after a fatal error or the end
+
+    def wants_data(self) -> bool:
+        """Whether the driver should keep reading (the read-ahead budget is not used up)."""
+        if self._handshaking:
+            return not self._ready  # one message ahead: limits change after the handshake
+        return self._ready_bytes < READ_AHEAD
+
+    def _deliver(self, item: Item, require_crc: bool) -> Frame:
+        if not isinstance(item, NpipesError):
+            if require_crc and not item.crc:
+                exc = ChecksumError(
+                    "the peer sent a message without a CRC-32 but this side requires one"
+                    " (crc=True); the message was dropped. Open the peer with crc=True too."
+                )
+                self.annotate(exc)
+                raise exc
+            return item
+        if type(item) is ConnectionClosedError:
+            self.close("the peer closed the connection")
+        raise item
+
+    def next_frame(self, crc: bool | None = None) -> Frame | None:
+        """The next message as a :class:`Frame`, or None if more bytes are needed.
+
+        Raises:
+            The decoder's errors, in stream order; ConnectionClosedError when
+            the connection is not open and nothing is left to deliver.
+        """
+        require = self._with_crc(crc)
+        ready = self._ready
+        if ready:
+            item = ready.popleft()
+            if not isinstance(item, NpipesError):
+                self._ready_bytes -= item.size
+            return self._deliver(item, require)
+        if self.state is not State.OPEN:
+            raise self.closed_error()
+        decoded = self._decode()
+        if decoded is None:
+            return None
+        return self._deliver(decoded, require)
+
+    def next_message(self, crc: bool | None = None) -> bytes | str | None:
+        """The next message, or None if more bytes are needed (see :meth:`next_frame`)."""
+        frame = self.next_frame(crc)
+        return None if frame is None else frame.message
+
+    def next_message_into(
+        self, view: memoryview, crc: bool | None = None, *, direct: bool = True
+    ) -> int | None:
+        """Write the next message's payload into ``view``; its size, or None if more is needed.
+
+        With ``direct``, a message not yet decoded is read straight into
+        ``view`` (the caller then reads into :meth:`get_buffer` and must call
+        :meth:`release_buffer` when the call ends). Without it, the message is
+        decoded as usual and copied, so ``view`` is never touched by a read
+        that outlives the call (asyncio: a cancelled call consumes nothing).
+
+        Raises:
+            BufferTooSmallError: the message is longer than ``view``; nothing consumed.
+            As :meth:`next_frame` otherwise.
+        """
+        require = self._with_crc(crc)
+        ready = self._ready
+        if not ready and not direct and self.state is State.OPEN:
+            item = self._decode()
+            if item is None:
+                return None
+            ready.append(item)
+            if not isinstance(item, NpipesError):
+                self._ready_bytes += item.size
+        if ready:
+            item = ready[0]
+            if not isinstance(item, NpipesError):
+                data = item.message
+                payload = data.encode("utf-8") if isinstance(data, str) else data
+                if len(payload) > len(view):
+                    raise BufferTooSmallError(
+                        f"the next message is {len(payload)} bytes; the buffer holds {len(view)}",
+                        size=len(payload),
+                    )
+                ready.popleft()
+                self._ready_bytes -= item.size
+                self._deliver(item, require)
+                view[: len(payload)] = payload
+                return len(payload)
+            ready.popleft()
+            self._deliver(item, require)
+        if self.state is not State.OPEN:
+            raise self.closed_error()
+        try:
+            got = self._decoder.next_frame_into(view)
+        except BufferTooSmallError as exc:
+            self.annotate(exc)
+            raise
+        except NpipesError as exc:
+            self.annotate(exc)
+            if isinstance(exc, IncompleteMessageError) or self._decoder.broken:
+                self.break_(str(exc))
+            self._deliver(exc, require)
+            raise  # pragma: no cover - _deliver raised
+        if got is None:
+            return None
+        size, _text, has_crc = got
+        if require and not has_crc:
+            self._deliver(Frame(b"", size, False), require)
+        return size
+
+    def release_buffer(self) -> None:
+        """End a ``next_message_into`` call: the decoder must not keep the caller's buffer."""
+        release = getattr(self._decoder, "release_buffer", None)
+        if release is not None and release():
+            self.break_("a receive into a caller's buffer stopped in the middle of a message")
+
+    def take_ready(self, limit: int, crc: bool | None = None) -> list[bytes | str]:
+        """Up to ``limit`` further messages that need no waiting; errors stay queued."""
+        require = self._with_crc(crc)
+        out: list[bytes | str] = []
+        ready = self._ready
+        while len(out) < limit:
+            if not ready:
+                if self.state is not State.OPEN:
+                    break
+                item = self._decode()
+                if item is None:
+                    break
+                ready.append(item)
+                if not isinstance(item, NpipesError):
+                    self._ready_bytes += item.size
+            item = ready[0]
+            if isinstance(item, NpipesError) or (require and not item.crc):
+                break  # raised by the next call, so the messages before it are not lost
+            ready.popleft()
+            self._ready_bytes -= item.size
+            out.append(item.message)
+        return out
+
+    def recv_failed(self, exc: BaseException) -> None:
+        """Apply the rule for an exception out of a read (timeout, Ctrl+C, cancel, I/O error).
+
+        Bytes that a read delivered before it was interrupted (a backend sets
+        ``exc.npipes_received``) are kept: a message they complete is delivered
+        by the next call. If a frame is left half-received, the connection breaks.
+        """
+        self.annotate(exc)
+        received = getattr(exc, "npipes_received", 0)
+        if received:
+            self.buffer_updated(received, getattr(exc, "npipes_message_end", True))
+        if self.state is not State.OPEN:
+            return
+        saved, self._handshaking = self._handshaking, False
+        try:
+            self.decode_available()  # complete frames are kept for the next call
+        finally:
+            self._handshaking = saved
+        if isinstance(exc, ConnectionClosedError):
+            self.close(str(exc))
+        elif not self._decoder.idle and self.state is State.OPEN:
+            if isinstance(exc, PipeTimeoutError):
+                exc.partial = True
+            self.break_(
+                f"a receive stopped in the middle of a message ({type(exc).__name__});"
+                " the rest of it would be read as a new message"
+            )
+
+    # -- the authkey handshake -----------------------------------------------------
+
+    def handshake(self, exchange: Exchange) -> Generator[bytes | None, bytes | str | None, None]:
+        """Wrap an authkey exchange (``_auth``) with the pre-authentication limits.
+
+        Yields a message to send, or None to receive one (send it in). While it
+        runs, a peer's message may be at most ``MAX_HANDSHAKE_MESSAGE`` bytes
+        (refused from its header, before the payload is read) and at most one
+        message is decoded ahead.
+        """
+        decoder = self._decoder
+        saved = decoder.max_message_size
+        decoder.max_message_size = MAX_HANDSHAKE_MESSAGE
+        self._handshaking = True
+        try:
+            to_peer = next(exchange)
+            while True:
+                if to_peer is None:
+                    message = yield None
+                    if not isinstance(message, bytes) or len(message) > MAX_HANDSHAKE_MESSAGE:
+                        raise AuthenticationError("authentication failed: unexpected message")
+                    to_peer = exchange.send(message)
+                else:
+                    yield to_peer
+                    to_peer = exchange.send(None)
+        except StopIteration:
+            return
+        except BaseException as exc:
+            self.annotate(exc)
+            self.break_(f"authentication failed ({exc})")
+            raise
+        finally:
+            decoder.max_message_size = saved
+            self._handshaking = False

@@ -1,71 +1,69 @@
 """The asyncio front end: ``npipes.aio.connect``, ``listen``, ``serve``.
 
 Same names, options, errors and wire format as the sync API, over the same
-codec and backends. The transport feeds a ``BufferedProtocol`` whose
-``get_buffer`` is the decoder's, so on POSIX the loop reads straight into the
+sans-I/O connection core (``_protocol``) and backends: this module only moves
+bytes and waits. The transport feeds a ``BufferedProtocol`` whose
+``get_buffer`` is the core's, so on POSIX the loop reads straight into the
 decoder (large messages into one buffer of their exact size) and on Windows
 the proactor copies each completed read in once.
 
-Frames are decoded as they arrive, independently of ``recv`` calls, and wait
-in a small queue; so cancelling ``recv`` (or a timeout around it) never
-consumes or tears a message: the connection stays intact. When the queue is
-full the transport stops reading, so a fast sender against a slow reader is
-held back by the OS, not buffered without bound. ``send`` writes the whole
-frame at once (frames never interleave) and then waits for the transport to
-drain below its high-water mark.
+Messages are decoded as they arrive, independently of ``recv`` calls, into
+the core's queue, bounded in bytes (``_protocol.READ_AHEAD``): past it the
+transport stops reading, so a fast sender against a slow reader is held back
+by the OS. Taking a message from the queue is atomic, so cancelling ``recv``
+(or its timeout) never consumes or tears a message, and concurrent ``recv``
+calls each get their own. ``send`` hands the whole frame to the transport at
+once (frames never interleave; bytes-like objects other than ``bytes`` are
+copied, since on Python 3.12+ the transport would keep a view of them) and
+then waits for the transport's buffer to drain below its high-water mark.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Self, TypeVar, cast, final
+from typing import TYPE_CHECKING, Final, Self, TypeVar, Unpack, cast, final
 
-from ._backend import ListenOptions, PeerInfo
 from ._backend.aio import READS_KEEP_MESSAGE_BOUNDARIES, AioListener, open_connection
 from ._deadline import Deadline
-from ._frame import DEFAULT_MAX_MESSAGE_SIZE, Frame
-from ._framings import Codec, Decoder, get_codec
-from ._names import resolve
-from ._protocol import MAX_HANDSHAKE_MESSAGE, Exchange, accept_side, connect_side
-from .connection import _check_limit
-from .errors import (
-    AuthenticationError,
-    ChecksumError,
-    ConnectionClosedError,
-    NpipesError,
-    PipeTimeoutError,
+from ._frame import DEFAULT_MAX_MESSAGE_SIZE
+from ._framings import Codec
+from ._options import (
+    ConnectOptions,
+    ListenOptions,
+    Settings,
+    connect_settings,
+    listen_settings,
 )
+from ._protocol import HANDSHAKE_TIMEOUT, ConnectionCore, Exchange, State, accept_side, connect_side
+from .connection import writable_view
+from .errors import ConnectionClosedError, NpipesError, PipeTimeoutError
 
 if TYPE_CHECKING:
-    from ._types import Payload
+    from ._backend import PeerInfo
+    from ._frame import Frame
+    from ._types import Buffer, Payload
 
 __all__ = ["Connection", "Listener", "Server", "connect", "listen", "serve"]
 
 log = logging.getLogger("npipes.server")
 _T = TypeVar("_T")
-
-_QUEUE_HIGH: Final = 64  # decoded messages waiting before reading pauses
-_QUEUE_LOW: Final = 16
 _JOIN_LIMIT: Final = 64 * 1024  # frames below this go to the transport as one write
 
 
-class _FrameProtocol(asyncio.BufferedProtocol):
-    """Decodes frames as bytes arrive and queues them (or their errors) for ``recv``."""
+class _StreamProtocol(asyncio.BufferedProtocol):
+    """Feeds the connection core as bytes arrive and wakes the calls waiting on it."""
 
-    def __init__(self, decoder: Decoder) -> None:
-        self._decoder = decoder
-        self._queue: collections.deque[Frame | NpipesError] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._drain_waiters: list[asyncio.Future[None]] = []
+    def __init__(self, core: ConnectionCore) -> None:
+        self.core = core
         self.transport: asyncio.Transport | None = None
         self.lost = False
-        self.eof = False
         self.lost_waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._recv_waiters: list[asyncio.Future[None]] = []
+        self._drain_waiters: list[asyncio.Future[None]] = []
         self._write_paused = False
         self._read_paused = False
 
@@ -76,29 +74,23 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._decoder.get_buffer()
+        return self.core.get_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._decoder.buffer_updated(nbytes)
-        self._decoder.message_end()  # each read is a chunk (for framing="raw")
-        self._drain_decoder()
+        self.core.buffer_updated(nbytes)  # each read is a chunk (for framing="raw")
+        self._decode()
 
-    def eof_received(self) -> bool | None:
-        self.eof = True
-        self._decoder.feed_eof()
-        self._drain_decoder()
-        return None  # close the transport
+    def eof_received(self) -> bool:
+        self.core.receive_eof()
+        self._decode()
+        return True  # keep the transport: a handler may still reply to a half-closed peer
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.lost:
-            self.lost = True
-            if not self._decoder.broken:
-                self._decoder.feed_eof()  # clean close, or IncompleteMessageError mid-frame
-                self._drain_decoder()
-        self._wake()
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self.lost = True
+        self.core.receive_eof()  # clean close, or IncompleteMessageError mid-frame
+        self._decode()
+        _wake(self._recv_waiters)
+        _wake(self._drain_waiters)
         if not self.lost_waiter.done():
             self.lost_waiter.set_result(None)
 
@@ -107,73 +99,42 @@ class _FrameProtocol(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._drain_waiters.clear()
+        _wake(self._drain_waiters)
 
     # -- decoding ---------------------------------------------------------------
 
-    def _drain_decoder(self) -> None:
-        decoder = self._decoder
-        while not decoder.broken:
-            try:
-                frame = decoder.next_frame()
-            except ConnectionClosedError as exc:
-                if not self._queue or not isinstance(self._queue[-1], ConnectionClosedError):
-                    self._queue.append(exc)
-                break
-            except NpipesError as exc:
-                self._queue.append(exc)
-                if self._decoder.broken and self.transport is not None:
-                    self.transport.abort()  # framing is lost
-                continue
-            if frame is None:
-                break
-            self._queue.append(frame)
-        if len(self._queue) >= _QUEUE_HIGH and not self._read_paused and self.transport:
-            self._read_paused = True
-            self.transport.pause_reading()
-        self._wake()
+    def _decode(self) -> None:
+        core = self.core
+        core.decode_available()
+        transport = self.transport
+        if transport is not None:
+            if core.state is State.BROKEN:
+                transport.abort()  # framing is lost; the messages before it stay queued
+            elif not self._read_paused and not self.lost and not core.wants_data():
+                self._read_paused = True
+                transport.pause_reading()
+        _wake(self._recv_waiters)
 
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    # -- for the Connection -------------------------------------------------------
-
-    @property
-    def finished(self) -> bool:
-        """The connection is gone and nothing but its end is left to receive."""
-        ended = self.lost or self.eof
-        return ended and (not self._queue or isinstance(self._queue[0], ConnectionClosedError))
-
-    async def next_frame(self) -> Frame:
-        while not self._queue:
-            if self.lost:
-                raise ConnectionClosedError("the connection is closed")
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter  # cancelling here consumes nothing
-            finally:
-                self._waiter = None
-        item = self._queue[0]
-        if isinstance(item, ConnectionClosedError):
-            self._queue[0] = ConnectionClosedError(str(item))  # raise a fresh one next time
-            raise item
-        self._queue.popleft()
-        if self._read_paused and len(self._queue) <= _QUEUE_LOW and self.transport:
+    def took(self) -> None:
+        """A call took a message from the queue: read on if the budget allows."""
+        if self._read_paused and self.core.wants_data():
             self._read_paused = False
-            self.transport.resume_reading()
-        if isinstance(item, NpipesError):
-            raise item
-        return item
+            self._decode()  # bytes already read may complete more messages
+            if not self._read_paused and self.transport is not None and not self.lost:
+                self.transport.resume_reading()
+
+    async def wait_readable(self) -> None:
+        """Wait until something new may be decodable (cancelling consumes nothing)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._recv_waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in self._recv_waiters:
+                self._recv_waiters.remove(waiter)
 
     async def drain(self) -> None:
-        if self.lost:
-            raise ConnectionClosedError("the connection is closed")
-        if not self._write_paused:
+        if not self._write_paused or self.lost:
             return
         waiter = asyncio.get_running_loop().create_future()
         self._drain_waiters.append(waiter)
@@ -182,37 +143,44 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         finally:
             if waiter in self._drain_waiters:  # cancelled or timed out
                 self._drain_waiters.remove(waiter)
-        if self.lost:
-            raise ConnectionClosedError("the peer closed the connection")
+
+
+def _wake(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+    waiters.clear()
 
 
 @final
 class Connection:
     """An asyncio message connection; create it with :func:`connect` or
-    :meth:`Listener.accept`. Same behaviour and errors as :class:`npipes.Connection`."""
+    :meth:`Listener.accept`. Same behaviour and errors as :class:`npipes.Connection`,
+    except that a timeout or cancellation of ``recv`` never closes it (messages
+    are taken whole from a queue) and ``send`` returns once its message is
+    handed to the transport."""
 
     def __init__(
         self,
         transport: asyncio.BaseTransport,
-        protocol: _FrameProtocol,
+        protocol: _StreamProtocol,
         peer: PeerInfo,
+        settings: Settings,
         *,
-        name: str,
-        address: str,
-        crc: bool,
-        max_message_size: int | None,
-        codec: Codec,
+        address: str | None = None,
+        authkey_side: Callable[[bytes], Exchange] | None = None,
     ) -> None:
-        self._codec = codec
-        self.framing: Final = codec.name
         self._transport = cast(asyncio.Transport, transport)
         self._protocol = protocol
+        self._core = protocol.core
         self._peer = peer
-        self._closed = False
-        self.name: Final = name
-        self.address: Final = address
-        self.crc: Final = crc
-        self.max_message_size: Final = max_message_size
+        self._settings = settings
+        self._authkey_side = authkey_side
+        self.name: Final = settings.name
+        self.address: Final = address or settings.address.path
+        self.crc: Final = settings.crc
+        self.max_message_size: Final = settings.max_message_size
+        self.framing: Final = settings.codec.name
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -225,36 +193,104 @@ class Connection:
 
     @property
     def closed(self) -> bool:
-        """True once closed by :meth:`aclose`, by the peer, or after an error that lost framing."""
-        return self._closed or self._protocol.finished
+        """True once closed by :meth:`aclose`, by the peer (once its end was
+        received), or after an error that lost framing."""
+        return self._core.closed
 
-    def _fail(self, exc: NpipesError) -> NpipesError:
-        exc.name, exc.address = self.name, self.address
-        return exc
+    def _after_error(self) -> None:
+        if self._core.state is not State.OPEN:
+            if self._core.state is State.BROKEN:
+                self._transport.abort()
+            else:
+                self._transport.close()  # flushes what is queued
+
+    async def _wait(self, awaitable: Awaitable[_T], timeout: float | None, what: str) -> _T:
+        if timeout is None:  # no timeout context on the hot path
+            return await awaitable
+        deadline = Deadline(timeout)
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                return await awaitable
+        except TimeoutError as exc:
+            error = PipeTimeoutError(f"{what} timed out after {timeout} s", timeout=timeout)
+            self._core.annotate(error)
+            raise error from exc
+
+    # -- sending ------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        if self._protocol.lost or self._transport.is_closing():
+            self._core.close("the connection is closed")
+        self._core.check_open()
+
+    def _write(self, parts: Sequence[Buffer]) -> None:
+        # All parts now, with no await between them: frames never interleave.
+        # Only bytes may be kept by the transport: other buffers could change
+        # after the call (Python 3.12+ transports keep views), so they are copied.
+        write = self._transport.write
+        views = [memoryview(part) for part in parts]
+        if sum(view.nbytes for view in views) <= _JOIN_LIMIT:
+            write(b"".join(views))
+            return
+        for part, view in zip(parts, views, strict=True):
+            if view.nbytes:
+                write(part if type(part) is bytes else view.tobytes())
 
     async def send(
         self, data: Payload, *, timeout: float | None = None, crc: bool | None = None
     ) -> None:
         """Send one message; waits while the transport's buffer is above its high-water mark.
 
+        The payload is copied unless it is ``bytes``, so the caller may reuse
+        its buffer as soon as this returns, times out or is cancelled.
+
         Raises:
+            TypeError: ``data`` is not ``str`` or bytes-like; nothing sent.
             MessageTooLargeError: above ``max_message_size``; nothing sent.
             PipeTimeoutError: the buffer did not drain in time (the message is
-                queued and will still go out; the connection stays usable).
+                queued whole and will still go out; the connection stays usable).
             ConnectionClosedError: the connection is closed.
         """
-        with_crc = self.crc if crc is None else crc
-        parts = self._codec.encode(data, crc=with_crc, max_size=self.max_message_size)
-        if self._closed or self._protocol.lost or self._transport.is_closing():
-            raise self._fail(ConnectionClosedError("the connection is closed"))
-        views = [memoryview(part).cast("B") for part in parts]
-        if sum(view.nbytes for view in views) <= _JOIN_LIMIT:
-            self._transport.write(b"".join(views))
-        else:  # all parts now, with no await between them: frames never interleave
-            for view in views:
-                if view.nbytes:
-                    self._transport.write(view)
+        parts = self._core.encode(data, crc)
+        self._check_writable()
+        self._write(parts)
         await self._wait(self._protocol.drain(), timeout, "send")
+
+    async def send_many(
+        self,
+        messages: Iterable[Payload],
+        *,
+        timeout: float | None = None,
+        crc: bool | None = None,
+    ) -> int:
+        """Send several messages at once (small frames packed into one write).
+
+        Returns:
+            The number of messages sent. Raises as :meth:`send`; every message
+            is checked before anything is written.
+        """
+        writes, count = self._core.encode_many(messages, crc)
+        self._check_writable()
+        for parts in writes:
+            self._write(parts)
+        await self._wait(self._protocol.drain(), timeout, "send")
+        return count
+
+    # -- receiving ----------------------------------------------------------
+
+    async def _next_frame(self, crc: bool | None) -> Frame:
+        core = self._core
+        protocol = self._protocol
+        while True:
+            try:
+                frame = core.next_frame(crc)
+            except NpipesError:
+                self._after_error()
+                raise
+            if frame is not None:
+                protocol.took()
+                return frame
+            await protocol.wait_readable()
 
     async def recv(self, timeout: float | None = None, *, crc: bool | None = None) -> bytes | str:
         """Receive the next message (``str`` for text, ``bytes`` for binary).
@@ -266,52 +302,79 @@ class Connection:
         Raises:
             As :meth:`npipes.Connection.recv`.
         """
-        if crc and not self._codec.supports_crc:
-            raise ValueError(
-                f"the {self.framing} framing has no checksum: crc=True is not available"
-            )
-        frame = await self._wait(self._protocol.next_frame(), timeout, "recv")
-        if not frame.crc and (self.crc if crc is None else crc):
-            raise self._fail(
-                ChecksumError(
-                    "the peer sent a message without a CRC-32 but this side requires one"
-                    " (crc=True); the message was dropped. Open the peer with crc=True too."
-                )
-            )
-        return frame.message
+        return (await self._wait(self._next_frame(crc), timeout, "recv")).message
 
-    async def _wait(self, awaitable: Awaitable[_T], timeout: float | None, what: str) -> _T:
-        try:
-            if timeout is None:  # no timeout context on the hot path
-                return await awaitable
-            async with asyncio.timeout(Deadline(timeout).remaining()):
-                return await awaitable
-        except TimeoutError as exc:
-            raise self._fail(
-                PipeTimeoutError(f"{what} timed out after {timeout} s", timeout=timeout)
-            ) from exc
-        except NpipesError as exc:
-            raise self._fail(exc) from None
+    async def recv_many(
+        self, max_messages: int = 1024, timeout: float | None = None, *, crc: bool | None = None
+    ) -> list[bytes | str]:
+        """At least one message, plus every further one already received (see
+        :meth:`npipes.Connection.recv_many`)."""
+        if isinstance(max_messages, bool) or not isinstance(max_messages, int):
+            raise TypeError(f"max_messages must be an int, not {type(max_messages).__name__}")
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        messages = [await self.recv(timeout, crc=crc)]
+        if max_messages > 1:
+            messages += self._core.take_ready(max_messages - 1, crc)
+            self._protocol.took()
+        return messages
+
+    async def recv_into(
+        self, buffer: Buffer, *, timeout: float | None = None, crc: bool | None = None
+    ) -> int:
+        """Receive the next message's payload into ``buffer``; return its size.
+
+        ``buffer`` is written only when the message is complete, so a
+        cancelled call leaves it and the connection untouched.
+
+        Raises:
+            BufferTooSmallError: the message is longer than ``buffer``; nothing
+                consumed. Otherwise as :meth:`recv`.
+        """
+        view = writable_view(buffer)
+        return await self._wait(self._next_into(view, crc), timeout, "recv")
+
+    async def _next_into(self, view: memoryview, crc: bool | None) -> int:
+        core = self._core
+        protocol = self._protocol
+        while True:
+            try:
+                size = core.next_message_into(view, crc, direct=False)
+            except NpipesError:
+                self._after_error()
+                raise
+            if size is not None:
+                protocol.took()
+                return size
+            await protocol.wait_readable()
+
+    # -- the authkey handshake --------------------------------------------------
 
     async def _handshake(self, exchange: Exchange, timeout: float | None) -> None:
-        """Run a sans-I/O exchange (``_protocol``) over this connection; close on failure."""
-        deadline = Deadline(timeout)
+        """Run an authkey exchange with the core's limits; close on failure."""
+        deadline = Deadline(HANDSHAKE_TIMEOUT if timeout is None else timeout)
+        steps = self._core.handshake(exchange)
         try:
-            to_peer = next(exchange)
+            step = next(steps)
             while True:
-                if to_peer is None:
-                    message = await self.recv(timeout=deadline.remaining())
-                    if isinstance(message, str) or len(message) > MAX_HANDSHAKE_MESSAGE:
-                        raise AuthenticationError("authentication failed: unexpected message")
-                    to_peer = exchange.send(message)
+                if step is None:
+                    step = steps.send(await self.recv(timeout=deadline.remaining()))
                 else:
-                    await self.send(to_peer, timeout=deadline.remaining())
-                    to_peer = exchange.send(None)
+                    await self.send(step, timeout=deadline.remaining())
+                    step = steps.send(None)
         except StopIteration:
+            self._protocol.took()  # the read-ahead budget is back to normal
             return
         except BaseException:
-            await self.aclose()
+            steps.close()
+            self.abort()
             raise
+
+    async def _authenticate(self, timeout: float | None = None) -> None:
+        """Run the accept side's authkey handshake, if the listener has a key (else nothing)."""
+        authkey = self._settings.authkey
+        if authkey is not None and self._authkey_side is not None:
+            await self._handshake(self._authkey_side(authkey), timeout)
 
     def __aiter__(self) -> AsyncIterator[bytes | str]:
         return self._messages()
@@ -325,15 +388,20 @@ class Connection:
                     return
                 raise
 
+    # -- lifetime -----------------------------------------------------------
+
     async def aclose(self, flush_timeout: float | None = 10.0) -> None:
         """Close the connection (idempotent); what was sent is still delivered.
 
         Waits up to ``flush_timeout`` seconds for buffered data to reach a peer
-        that stopped reading, then drops it (:meth:`abort`).
+        that stopped reading, then drops it (:meth:`abort`). Cancelling it
+        aborts and lets the cancellation through.
         """
-        if self._closed:
+        core = self._core
+        was_open = core.state is State.OPEN
+        core.close()
+        if self._transport.is_closing() and not was_open and self._protocol.lost:
             return
-        self._closed = True
         self._transport.close()  # flushes what is buffered, then closes
         try:
             async with asyncio.timeout(flush_timeout):
@@ -346,7 +414,7 @@ class Connection:
 
     def abort(self) -> None:
         """Close at once, dropping anything not yet sent (idempotent)."""
-        self._closed = True
+        self._core.close()
         self._transport.abort()
 
     async def __aenter__(self) -> Self:
@@ -361,21 +429,27 @@ class Connection:
         await self.aclose()
 
 
-def _protocol_factory(codec: Codec, max_message_size: int | None) -> Callable[[], _FrameProtocol]:
-    # The decoder verifies any CRC that is present; "required" is checked per recv.
-    return lambda: _FrameProtocol(
-        codec.decoder(max_message_size=max_message_size, require_crc=False, message_mode=False)
+def _protocol_factory(settings: Settings, address: str) -> Callable[[], _StreamProtocol]:
+    return lambda: _StreamProtocol(
+        ConnectionCore(
+            settings.codec,
+            crc=settings.crc,
+            max_message_size=settings.max_message_size,
+            message_mode=False,
+            name=settings.name,
+            address=address,
+        )
     )
 
 
-def _codec(framing: str | Codec, crc: bool, authkey: bytes | None) -> Codec:
-    codec = get_codec(framing, crc=crc, authkey=authkey)
+def _check_framing(settings: Settings) -> Settings:
+    codec = settings.codec
     if codec.message_based and not READS_KEEP_MESSAGE_BOUNDARIES:
         raise ValueError(
             f"the {codec.name} framing needs pipe-message boundaries, which asyncio's"
             " proactor does not report: use the sync API for it on Windows"
         )
-    return codec
+    return settings
 
 
 @final
@@ -383,22 +457,12 @@ class Listener:
     """An asyncio listener; create it with :func:`listen`. Same behaviour as
     :class:`npipes.Listener`, with ``await accept()`` and ``await aclose()``."""
 
-    def __init__(
-        self,
-        raw: AioListener,
-        *,
-        name: str,
-        crc: bool,
-        max_message_size: int | None,
-        codec: Codec,
-        authkey: bytes | None,
-    ) -> None:
+    def __init__(self, raw: AioListener, settings: Settings) -> None:
         self._raw = raw
-        self._codec = codec
-        self._authkey = authkey
-        self.name: Final = name
-        self.crc: Final = crc
-        self.max_message_size: Final = max_message_size
+        self._settings = settings
+        self.name: Final = settings.name
+        self.crc: Final = settings.crc
+        self.max_message_size: Final = settings.max_message_size
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "listening"
@@ -414,16 +478,25 @@ class Listener:
         return self._raw.closed
 
     async def accept(self, timeout: float | None = None) -> Connection:
-        """Wait for the next client. Cancelling it leaves the listener serving.
+        """Wait for the next client. Cancelling it leaves the listener serving
+        and loses no client.
 
         Raises:
             PipeTimeoutError: nobody came within ``timeout`` seconds.
             ConnectionClosedError: the listener was closed.
+            AuthenticationError: the client failed the handshake (this accept only).
         """
-        factory = _protocol_factory(self._codec, self.max_message_size)
+        deadline = Deadline(timeout)
+        conn = await self._accept_unauthenticated(timeout)
+        await conn._authenticate(deadline.remaining())
+        return conn
+
+    async def _accept_unauthenticated(self, timeout: float | None = None) -> Connection:
+        """Accept without the authkey handshake (servers run it in the client's task)."""
+        factory = _protocol_factory(self._settings, self.address)
         deadline = Deadline(timeout)
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(deadline.remaining()):
                 transport, protocol, peer = await self._raw.accept(factory)
         except TimeoutError as exc:
             raise PipeTimeoutError(
@@ -432,19 +505,17 @@ class Listener:
                 name=self.name,
                 address=self.address,
             ) from exc
-        conn = Connection(
+        except NpipesError as exc:
+            self._settings.annotate(exc, self.address)
+            raise
+        return Connection(
             transport,
             protocol,
             peer,
-            name=self.name,
+            self._settings,
             address=self.address,
-            crc=self.crc,
-            max_message_size=self.max_message_size,
-            codec=self._codec,
+            authkey_side=accept_side,
         )
-        if self._authkey is not None:
-            await conn._handshake(accept_side(self._authkey), deadline.remaining())
-        return conn
 
     async def aclose(self) -> None:
         """Stop listening and remove the endpoint; idempotent."""
@@ -462,81 +533,38 @@ class Listener:
         await self.aclose()
 
 
-async def listen(
-    name: str,
-    *,
-    crc: bool = False,
-    framing: str | Codec = "npipes",
-    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-    allow_other_users: bool = False,
-    backlog: int = 128,
-    allow_remote: bool = False,
-    allowed_users: Sequence[str] = (),
-    security_descriptor: str | None = None,
-    authkey: bytes | None = None,
-) -> Listener:
+async def listen(name: str, **options: Unpack[ListenOptions]) -> Listener:
     """Listen on ``name``; the options and errors are those of :func:`npipes.listen`."""
-    codec = _codec(framing, crc, authkey)
-    _check_limit(max_message_size)
-    options = ListenOptions(
-        allow_other_users=allow_other_users,
-        backlog=backlog,
-        allow_remote=allow_remote,
-        allowed_users=tuple(allowed_users),
-        security_descriptor=security_descriptor,
-    )
+    settings = _check_framing(listen_settings(name, options))
     try:
-        raw = AioListener(resolve(name), options)
+        raw = AioListener(settings.address, settings.endpoint)
     except NpipesError as exc:
-        exc.name = name
+        settings.annotate(exc)
         raise
-    return Listener(
-        raw,
-        name=name,
-        crc=crc,
-        max_message_size=max_message_size,
-        codec=codec,
-        authkey=authkey,
-    )
+    return Listener(raw, settings)
 
 
 async def connect(
-    name: str,
-    *,
-    timeout: float | None = None,
-    crc: bool = False,
-    framing: str | Codec = "npipes",
-    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-    wait_for_listener: bool = False,
-    authkey: bytes | None = None,
+    name: str, *, timeout: float | None = None, **options: Unpack[ConnectOptions]
 ) -> Connection:
     """Connect to ``name``; the options and errors are those of :func:`npipes.connect`."""
-    codec = _codec(framing, crc, authkey)
-    _check_limit(max_message_size)
-    address = resolve(name)
+    settings = _check_framing(connect_settings(name, options))
     deadline = Deadline(timeout)
+    extra = {"allowed_uids": settings.allowed_uids} if settings.allowed_uids else {}
     try:
         transport, protocol, peer = await open_connection(
-            address,
+            settings.address,
             deadline,
-            wait_for_listener=wait_for_listener,
-            protocol_factory=_protocol_factory(codec, max_message_size),
+            wait_for_listener=settings.wait_for_listener,
+            protocol_factory=_protocol_factory(settings, settings.address.path),
+            **extra,
         )
     except NpipesError as exc:
-        exc.name = name
+        settings.annotate(exc)
         raise
-    conn = Connection(
-        transport,
-        protocol,
-        peer,
-        name=name,
-        address=address.path,
-        crc=crc,
-        max_message_size=max_message_size,
-        codec=codec,
-    )
-    if authkey is not None:
-        await conn._handshake(connect_side(authkey), deadline.remaining())
+    conn = Connection(transport, protocol, peer, settings)
+    if settings.authkey is not None:
+        await conn._handshake(connect_side(settings.authkey), deadline.remaining())
     return conn
 
 

@@ -1,44 +1,68 @@
 """The sync front end: ``connect``, ``listen``, :class:`Connection`, :class:`Listener`.
 
-This module only moves bytes between a backend stream and the sans-I/O codec
-(``_frame``) and waits; every framing decision lives in the codec. One lock
-per direction: one thread may send while another receives, and concurrent
-sends never interleave frames.
+A thin driver: it moves bytes between a backend stream and the sans-I/O
+connection core (``_protocol``) and waits. What the bytes mean, and what an
+error, timeout or interruption does to the connection, is decided by the core.
+One lock per direction: one thread may send while another receives, and
+concurrent sends never interleave frames; a call's timeout also bounds its
+wait for that lock.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Self, final
+from typing import TYPE_CHECKING, Final, Self, Unpack, final
 
 from . import _backend
 from ._deadline import NO_DEADLINE, Deadline
 from ._frame import DEFAULT_MAX_MESSAGE_SIZE
-from ._framings import Codec, get_codec
-from ._names import resolve
-from ._protocol import MAX_HANDSHAKE_MESSAGE, Exchange, accept_side, connect_side
-from .errors import (
-    AuthenticationError,
-    ConnectionClosedError,
-    NpipesError,
-    PipeTimeoutError,
+from ._options import (
+    ConnectOptions,
+    ListenOptions,
+    Settings,
+    connect_settings,
+    listen_settings,
 )
+from ._protocol import HANDSHAKE_TIMEOUT, ConnectionCore, Exchange, State, accept_side, connect_side
+from .errors import ConnectionClosedError, NpipesError, PipeTimeoutError
 
 if TYPE_CHECKING:
     from ._backend import PeerInfo, RawListener, RawStream
+    from ._frame import Frame
     from ._types import Buffer, Payload
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Connection", "Listener", "connect", "listen"]
 
-_PACK_LIMIT: Final = 64 * 1024  # send_many packs parts smaller than this into one write
+log = logging.getLogger("npipes")
 
 
-def _check_limit(max_message_size: int | None) -> None:
-    if max_message_size is not None and max_message_size < 0:
-        raise ValueError("max_message_size must be None or >= 0 bytes")
+def _lock_timeout(what: str, deadline: Deadline) -> PipeTimeoutError:
+    return PipeTimeoutError(
+        f"{what} timed out after {deadline.timeout} s waiting for another thread's {what}",
+        timeout=deadline.timeout,
+    )
+
+
+def writable_view(buffer: Buffer) -> memoryview:
+    """``buffer`` as a writable byte view, or a TypeError saying what is accepted."""
+    try:
+        view = memoryview(buffer)
+    except TypeError:
+        raise TypeError(
+            f"recv_into needs a writable bytes-like object (bytearray, memoryview,"
+            f" array, numpy array), not {type(buffer).__name__}"
+        ) from None
+    if view.readonly:
+        raise TypeError("recv_into needs a writable buffer (bytes is read-only; use bytearray)")
+    if not view.c_contiguous:
+        raise TypeError(
+            "recv_into needs a C-contiguous buffer; pass numpy.ascontiguousarray(x) or a bytearray"
+        )
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
 @final
@@ -53,38 +77,38 @@ class Connection:
     def __init__(
         self,
         stream: RawStream,
+        settings: Settings,
         *,
-        name: str,
-        address: str,
-        crc: bool = False,
-        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-        codec: Codec | None = None,
+        address: str | None = None,
+        authkey_side: Callable[[bytes], Exchange] | None = None,
     ) -> None:
         self._stream = stream
-        self._closed = False
-        self._codec = codec or get_codec("npipes")
-        self.name: Final = name
+        self._settings = settings
+        self._closed_here = False
+        self.name: Final = settings.name
         """The name given to connect/listen."""
-        self.address: Final = address
+        self.address: Final = address or settings.address.path
         """The OS address (socket path or ``\\\\.\\pipe\\NAME``)."""
-        self.crc: Final = crc
+        self.crc: Final = settings.crc
         """Whether this side sends a CRC-32 with every message and requires one."""
-        self.max_message_size: Final = max_message_size
+        self.max_message_size: Final = settings.max_message_size
         """Largest message this side sends or accepts, in bytes (None: no limit)."""
-        self.framing: Final = self._codec.name
-        self._message_based = self._codec.message_based
+        self.framing: Final = settings.codec.name
         """The wire format's name (``"npipes"``, ``"multiprocessing"``, ...)."""
-        self._decoder = self._codec.decoder(
-            max_message_size=max_message_size,
-            require_crc=crc,
+        self._core = ConnectionCore(
+            settings.codec,
+            crc=settings.crc,
+            max_message_size=settings.max_message_size,
             message_mode=stream.message_mode,
+            name=settings.name,
+            address=self.address,
         )
+        self._authkey_side = authkey_side
         self._send_lock = threading.Lock()
-        self._pending_error: NpipesError | None = None
         self._recv_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "closed" if self.closed else "open"
         return f"<npipes.Connection {self.address!r} {state}>"
 
     @property
@@ -94,16 +118,31 @@ class Connection:
 
     @property
     def closed(self) -> bool:
-        """True once closed, by :meth:`close` or after an error that lost framing."""
-        return self._closed
+        """True once closed: by :meth:`close`, by the peer (once its end was
+        received), or after an error that lost framing."""
+        return self._core.closed
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ConnectionClosedError(
-                "the connection is closed; connect again to send or receive",
-                name=self.name,
-                address=self.address,
-            )
+    # -- error handling: the core decides, the driver closes the stream ------------
+
+    def _io_failed(self, exc: BaseException, rule: Callable[[BaseException], None]) -> None:
+        """After an exception out of the stream: let the core apply ``rule`` and close
+        the stream if the core says so. Raises a replacement error if the caller should
+        see another one; the caller re-raises ``exc`` otherwise."""
+        core = self._core
+        rule(exc)
+        if core.state is not State.OPEN:
+            self._stream.close()
+        if (
+            self._closed_here
+            and type(exc) is not ConnectionClosedError
+            and isinstance(exc, Exception)
+        ):
+            # close() from another thread ended this call: say so, whatever the OS said.
+            raise core.closed_error() from exc
+
+    def _decoded_error(self) -> None:
+        if self._core.state is not State.OPEN:
+            self._stream.close()
 
     # -- sending ------------------------------------------------------------
 
@@ -112,20 +151,20 @@ class Connection:
 
         Args:
             data: ``str`` (sent as UTF-8 text, received as ``str``) or any
-                bytes-like object (received as ``bytes``). The payload is not copied.
-            timeout: seconds to wait for room in the pipe, or None to wait as long
-                as it takes.
+                C-contiguous bytes-like object (received as ``bytes``). The
+                payload is not copied, and not kept after the call.
+            timeout: seconds to wait for room in the pipe (and for another
+                thread's send), or None to wait as long as it takes.
             crc: add a CRC-32 to this message; None uses the connection's setting.
         Raises:
+            TypeError: ``data`` is not ``str`` or bytes-like; nothing sent.
             MessageTooLargeError: above this side's ``max_message_size``; nothing sent.
-            PipeTimeoutError: the deadline passed; if part of the frame went out
-                (``partial``), the connection is closed.
+            PipeTimeoutError: the deadline passed. If part of the frame went out
+                (``partial``) the connection is closed; otherwise it is usable.
             ConnectionClosedError: the peer is gone, or this connection is closed.
         """
         deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
-        with_crc = self.crc if crc is None else crc
-        parts = self._codec.encode(data, crc=with_crc, max_size=self.max_message_size)
-        self._send_buffers(parts, deadline)
+        self._write((self._core.encode(data, crc),), deadline)
 
     def send_many(
         self,
@@ -144,54 +183,40 @@ class Connection:
         Returns:
             The number of messages sent.
         Raises:
-            As :meth:`send`; a message above ``max_message_size`` fails the whole
-            batch before anything is written.
+            As :meth:`send`. Every message is checked before anything is
+            written; a timeout after some of the batch went out closes the
+            connection (``partial``).
         """
         deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
-        with_crc = self.crc if crc is None else crc
-        limit = self.max_message_size
-        if self._message_based and self._stream.message_mode:
-            # One pipe message per message: nothing may be packed together.
-            encoded = [self._codec.encode(m, crc=with_crc, max_size=limit) for m in messages]
-            for parts in encoded:
-                self._send_buffers(parts, deadline)
-            return len(encoded)
-        buffers: list[Buffer] = []
-        pending: list[Buffer] = []  # small parts waiting to be packed together
-        pending_size = count = 0
-        for data in messages:
-            for part in self._codec.encode(data, crc=with_crc, max_size=limit):
-                size = memoryview(part).nbytes
-                if size >= _PACK_LIMIT:
-                    if pending:
-                        buffers.append(b"".join(pending))
-                        pending, pending_size = [], 0
-                    buffers.append(part)
-                elif size:
-                    pending.append(part)
-                    pending_size += size
-                    if pending_size >= _PACK_LIMIT:
-                        buffers.append(b"".join(pending))
-                        pending, pending_size = [], 0
-            count += 1
-        if pending:
-            buffers.append(b"".join(pending))
-        if buffers:
-            self._send_buffers(buffers, deadline)
+        writes, count = self._core.encode_many(messages, crc)
+        if writes:
+            self._write(writes, deadline)
         return count
 
-    def _send_buffers(self, buffers: Sequence[Buffer], deadline: Deadline) -> None:
-        with self._send_lock:
-            self._check_open()
-            try:
-                self._stream.send(buffers, deadline)
-            except PipeTimeoutError as exc:
-                if exc.partial:
-                    self.close()
-                raise
-            except ConnectionClosedError:
-                self.close()
-                raise
+    def _write(self, writes: Iterable[Sequence[Buffer]], deadline: Deadline) -> None:
+        lock = self._send_lock
+        if not lock.acquire(True, deadline.remaining_lock()):
+            raise self._core_annotated(_lock_timeout("send", deadline))
+        try:
+            core = self._core
+            core.check_open()
+            send = self._stream.send
+            started = False
+            for buffers in writes:
+                try:
+                    send(buffers, deadline)
+                except BaseException as exc:
+                    if started and isinstance(exc, PipeTimeoutError):
+                        exc.partial = True  # earlier messages of the batch went out
+                    self._io_failed(exc, core.send_failed)
+                    raise
+                started = True
+        finally:
+            lock.release()
+
+    def _core_annotated(self, exc: NpipesError) -> NpipesError:
+        self._core.annotate(exc)
+        return exc
 
     # -- receiving ----------------------------------------------------------
 
@@ -204,7 +229,7 @@ class Connection:
                 setting. A CRC that is present is always verified.
         Raises:
             PipeTimeoutError: the deadline passed. If part of a message had been
-                read, the connection is closed (it would be out of step).
+                read, the connection is closed (``partial``); otherwise usable.
             ChecksumError: that message's CRC-32 was wrong or missing (with
                 ``crc=True``); the connection stays usable.
             ProtocolError: framing broke (connection closed), or a text message
@@ -215,25 +240,34 @@ class Connection:
                 :class:`IncompleteMessageError` if it did so mid-message.
         """
         deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
-        if crc and not self._codec.supports_crc:
-            raise ValueError(
-                f"the {self.framing} framing has no checksum: crc=True is not available"
-            )
-        with self._recv_lock:
-            if crc is None or crc == self.crc:
-                frame = self._receive(deadline, None)
-            else:
-                decoder = self._decoder
-                decoder.require_crc = crc
-                try:
-                    frame = self._receive(deadline, None)
-                finally:
-                    decoder.require_crc = self.crc
-        assert not isinstance(frame, int)
-        return frame
+        lock = self._recv_lock
+        if not lock.acquire(True, deadline.remaining_lock()):
+            raise self._core_annotated(_lock_timeout("recv", deadline))
+        try:
+            return self._receive(deadline, crc).message
+        finally:
+            lock.release()
+
+    def _receive(self, deadline: Deadline, crc: bool | None) -> Frame:
+        core = self._core
+        stream = self._stream
+        while True:
+            try:
+                frame = core.next_frame(crc)
+            except NpipesError:
+                self._decoded_error()
+                raise
+            if frame is not None:
+                return frame
+            try:
+                count = stream.recv_into(core.get_buffer(), deadline)
+            except BaseException as exc:
+                self._io_failed(exc, core.recv_failed)
+                raise
+            core.buffer_updated(count, stream.message_end)
 
     def recv_many(
-        self, max_messages: int = 1024, timeout: float | None = None
+        self, max_messages: int = 1024, timeout: float | None = None, *, crc: bool | None = None
     ) -> list[bytes | str]:
         """Receive at least one message, plus every further one already received.
 
@@ -246,98 +280,93 @@ class Connection:
             max_messages: return at most this many.
             timeout: seconds to wait for the first message, or None.
         """
+        if isinstance(max_messages, bool) or not isinstance(max_messages, int):
+            raise TypeError(f"max_messages must be an int, not {type(max_messages).__name__}")
         if max_messages < 1:
             raise ValueError("max_messages must be at least 1")
         deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
-        with self._recv_lock:
-            first = self._receive(deadline, None)
-            assert not isinstance(first, int)
-            messages = [first]
-            decoder = self._decoder
-            while len(messages) < max_messages:
-                try:
-                    frame = decoder.next_frame()
-                except NpipesError as exc:
-                    self._pending_error = exc  # raised by the next call
-                    break
-                if frame is None:
-                    break
-                messages.append(frame.message)
-        return messages
+        lock = self._recv_lock
+        if not lock.acquire(True, deadline.remaining_lock()):
+            raise self._core_annotated(_lock_timeout("recv", deadline))
+        try:
+            messages = [self._receive(deadline, crc).message]
+            if max_messages > 1:
+                messages += self._core.take_ready(max_messages - 1, crc)
+            return messages
+        finally:
+            lock.release()
 
-    def recv_into(self, buffer: Buffer, *, timeout: float | None = None) -> int:
+    def recv_into(
+        self, buffer: Buffer, *, timeout: float | None = None, crc: bool | None = None
+    ) -> int:
         """Receive the next message's payload into ``buffer``; return its size.
 
         The payload is read straight into ``buffer`` (text messages as their
-        UTF-8 bytes). Errors as :meth:`recv`, plus:
+        UTF-8 bytes). ``buffer`` is only used during the call. Errors as
+        :meth:`recv`, plus:
 
         Raises:
+            TypeError: ``buffer`` is not a writable, C-contiguous bytes-like object.
             BufferTooSmallError: the message is longer than ``buffer``; nothing
                 was consumed, so ``recv()`` can still take it.
         """
-        view = memoryview(buffer).cast("B")
-        with self._recv_lock:
-            size = self._receive(Deadline(timeout), view)
-        assert isinstance(size, int)
-        return size
-
-    def _receive(self, deadline: Deadline, into: memoryview | None) -> bytes | str | int:
-        pending = self._pending_error
-        if pending is not None:
-            self._pending_error = None
-            if self._decoder.broken:
-                self.close()
-            raise pending
-        self._check_open()
-        decoder = self._decoder
+        view = writable_view(buffer)
+        deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
+        lock = self._recv_lock
+        if not lock.acquire(True, deadline.remaining_lock()):
+            raise self._core_annotated(_lock_timeout("recv", deadline))
+        core = self._core
+        stream = self._stream
         try:
             while True:
-                if into is None:
-                    frame = decoder.next_frame()
-                    if frame is not None:
-                        return frame.message
-                else:
-                    got = decoder.next_frame_into(into)
-                    if got is not None:
-                        return got[0]
-                count = self._stream.recv_into(decoder.get_buffer(), deadline)
-                if count:
-                    decoder.buffer_updated(count)
-                    if self._message_based and self._stream.message_end:
-                        decoder.message_end()
-                else:
-                    decoder.feed_eof()
-        except PipeTimeoutError as exc:
-            if not decoder.idle:
-                exc.partial = True
-                self.close()
-            exc.name, exc.address = self.name, self.address
-            raise
-        except NpipesError as exc:
-            if decoder.broken or isinstance(exc, ConnectionClosedError):
-                self.close()
-            exc.name, exc.address = self.name, self.address
-            raise
+                try:
+                    size = core.next_message_into(view, crc)
+                except NpipesError:
+                    self._decoded_error()
+                    raise
+                if size is not None:
+                    return size
+                try:
+                    count = stream.recv_into(core.get_buffer(), deadline)
+                except BaseException as exc:
+                    self._io_failed(exc, core.recv_failed)
+                    raise
+                core.buffer_updated(count, stream.message_end)
+        finally:
+            core.release_buffer()  # the caller's buffer is borrowed for this call only
+            if core.state is not State.OPEN:
+                stream.close()
+            lock.release()
+
+    # -- the authkey handshake --------------------------------------------------
 
     def _handshake(self, exchange: Exchange, timeout: float | None) -> None:
-        """Run a sans-I/O exchange (``_protocol``) over this connection; close on failure."""
-        deadline = Deadline(timeout)
+        """Run an authkey exchange with the core's limits; close on failure."""
+        deadline = Deadline(HANDSHAKE_TIMEOUT if timeout is None else timeout)
+        steps = self._core.handshake(exchange)
         try:
-            to_peer = next(exchange)
+            step = next(steps)
             while True:
-                if to_peer is None:
-                    message = self.recv(timeout=deadline.remaining())
-                    if isinstance(message, str) or len(message) > MAX_HANDSHAKE_MESSAGE:
-                        raise AuthenticationError("authentication failed: unexpected message")
-                    to_peer = exchange.send(message)
+                if step is None:
+                    step = steps.send(self.recv(timeout=deadline.remaining()))
                 else:
-                    self.send(to_peer, timeout=deadline.remaining())
-                    to_peer = exchange.send(None)
+                    self.send(step, timeout=deadline.remaining())
+                    step = steps.send(None)
         except StopIteration:
             return
         except BaseException:
+            steps.close()
             self.close()
             raise
+
+    def _authenticate(self, timeout: float | None = None) -> None:
+        """Run the accept side's authkey handshake, if the listener has a key (else nothing).
+
+        ``timeout`` None means the default handshake deadline (``HANDSHAKE_TIMEOUT``).
+        """
+        authkey = self._settings.authkey
+        if authkey is not None and self._authkey_side is not None:
+            self._handshake(self._authkey_side(authkey), timeout)
 
     def __iter__(self) -> Iterator[bytes | str]:
         """Yield messages until the peer closes the connection cleanly."""
@@ -352,11 +381,19 @@ class Connection:
     # -- lifetime -----------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection; idempotent. A message already sent is still delivered."""
-        if self._closed:
+        """Close the connection; idempotent, safe from another thread (a blocked
+        call there ends with ConnectionClosedError). A message already sent is
+        still delivered."""
+        if self._closed_here:
             return
-        self._closed = True
+        self._closed_here = True
+        self._core.close()
         self._stream.close()
+
+    def abort(self) -> None:
+        """Close at once. Sync sends finish before they return, so nothing of
+        npipes' is dropped; same as :meth:`close` (the twin of the asyncio ``abort``)."""
+        self.close()
 
     def __enter__(self) -> Self:
         return self
@@ -370,7 +407,7 @@ class Connection:
         self.close()
 
     def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
+        if not getattr(self, "_closed_here", True):
             warnings.warn(f"unclosed {self!r}", ResourceWarning, 2)
             self.close()
 
@@ -379,23 +416,13 @@ class Connection:
 class Listener:
     """A named endpoint that accepts connections. Create it with :func:`listen`."""
 
-    def __init__(
-        self,
-        raw: RawListener,
-        *,
-        name: str,
-        crc: bool,
-        max_message_size: int | None,
-        codec: Codec,
-        authkey: bytes | None = None,
-    ) -> None:
+    def __init__(self, raw: RawListener, settings: Settings) -> None:
         self._raw = raw
+        self._settings = settings
         self._closed = False
-        self._codec = codec
-        self._authkey = authkey
-        self.name: Final = name
-        self.crc: Final = crc
-        self.max_message_size: Final = max_message_size
+        self.name: Final = settings.name
+        self.crc: Final = settings.crc
+        self.max_message_size: Final = settings.max_message_size
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "listening"
@@ -413,42 +440,48 @@ class Listener:
     def accept(self, timeout: float | None = None) -> Connection:
         """Wait for the next client and return its connection.
 
+        With an ``authkey``, the client must pass the handshake within what is
+        left of ``timeout`` (or ``HANDSHAKE_TIMEOUT`` s without one).
         ``close()`` from another thread, or Ctrl+C, ends the wait.
 
         Raises:
             PipeTimeoutError: no client came within ``timeout`` seconds.
             ConnectionClosedError: the listener was closed.
+            AuthenticationError: the client failed the handshake (this accept only).
         """
-        if self._closed:
-            raise ConnectionClosedError("the listener is closed", name=self.name)
         deadline = Deadline(timeout)
-        try:
-            stream = self._raw.accept(deadline)
-        except NpipesError as exc:
-            exc.name = self.name
-            raise
-        conn = Connection(
-            stream,
-            name=self.name,
-            address=self.address,
-            crc=self.crc,
-            max_message_size=self.max_message_size,
-            codec=self._codec,
-        )
-        if self._authkey is not None:
-            # A client failing authentication is an error for this accept only.
-            conn._handshake(accept_side(self._authkey), deadline.remaining())
+        conn = self._accept_unauthenticated(timeout)
+        conn._authenticate(deadline.remaining())
         return conn
 
+    def _accept_unauthenticated(self, timeout: float | None = None) -> Connection:
+        """Accept the next client without running the authkey handshake (servers run it
+        in the client's worker: :meth:`Connection._authenticate`)."""
+        if self._closed:
+            raise self._settings.annotate(ConnectionClosedError("the listener is closed"))
+        try:
+            stream = self._raw.accept(Deadline(timeout))
+        except NpipesError as exc:
+            self._settings.annotate(exc, self.address)
+            raise
+        return Connection(stream, self._settings, address=self.address, authkey_side=accept_side)
+
     def __iter__(self) -> Iterator[Connection]:
-        """Accept connections until the listener is closed."""
+        """Accept connections until the listener is closed; a client that fails
+        the authkey handshake is skipped (logged at debug level)."""
         while True:
             try:
-                yield self.accept()
+                conn = self._accept_unauthenticated()
             except ConnectionClosedError:
                 if self._closed:
                     return
                 raise
+            try:
+                conn._authenticate()
+            except NpipesError as exc:
+                log.debug("client on %s failed the handshake: %s", self.address, exc)
+                continue
+            yield conn
 
     def close(self) -> None:
         """Stop listening and remove the endpoint; idempotent, safe from another thread."""
@@ -474,115 +507,61 @@ class Listener:
             self.close()
 
 
-def listen(
-    name: str,
-    *,
-    crc: bool = False,
-    framing: str | Codec = "npipes",
-    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-    allow_other_users: bool = False,
-    backlog: int = 128,
-    allow_remote: bool = False,
-    allowed_users: Sequence[str] = (),
-    security_descriptor: str | None = None,
-    authkey: bytes | None = None,
-) -> Listener:
+def listen(name: str, **options: Unpack[ListenOptions]) -> Listener:
     """Listen on ``name`` for connections.
 
     Args:
         name: a bare name (``"jobs"``: portable), an absolute socket path
             (POSIX) or ``\\\\.\\pipe\\NAME`` (Windows).
-        crc: send a CRC-32 with every message and require one on every message received.
-        framing: the wire format: ``"npipes"`` (docs/protocol.md), ``"multiprocessing"``,
-            ``"npipes1"``, ``"raw"``, ``"lines"``, ``"dotnet"``, or a codec object
-            (docs/framings.md).
-        max_message_size: largest message accepted or sent, in bytes (default
-            1 GiB); None for no limit.
-        allow_other_users: accept peers running as other users (off: the
-            endpoint is owner-only and other uids are rejected).
-        backlog: connections the OS queues until :meth:`Listener.accept` (POSIX).
-        allow_remote: Windows: accept clients from other machines (SMB); off,
-            the pipe has ``PIPE_REJECT_REMOTE_CLIENTS``.
-        allowed_users: Windows: accounts (names or SID strings) let in besides you
-            and LocalSystem.
-        security_descriptor: Windows: an SDDL string used instead of the default
-            owner-only DACL.
-        authkey: require clients to prove they know this key (the HMAC
-            challenge of ``multiprocessing.connection``) before ``accept`` returns.
+        options: see :class:`npipes.ListenOptions`: ``crc``, ``framing``,
+            ``max_message_size``, ``authkey``, ``allow_other_users``,
+            ``backlog``, ``allow_remote``, ``allowed_users``, ``security_descriptor``.
     Raises:
+        TypeError, ValueError: a bad option, at once.
         InvalidPipeNameError: ``name`` breaks a naming rule.
         PipeInUseError: a live listener already owns ``name``.
         PipePermissionError: the private directory is not safe, or access was denied.
     """
-    codec = get_codec(framing, crc=crc, authkey=authkey)
-    _check_limit(max_message_size)
-    address = resolve(name)
-    options = _backend.ListenOptions(
-        allow_other_users=allow_other_users,
-        backlog=backlog,
-        allow_remote=allow_remote,
-        allowed_users=tuple(allowed_users),
-        security_descriptor=security_descriptor,
-    )
+    settings = listen_settings(name, options)
     try:
-        raw = _backend.listen(address, options)
+        raw = _backend.listen(settings.address, settings.endpoint)
     except NpipesError as exc:
-        exc.name = name
+        settings.annotate(exc)
         raise
-    return Listener(
-        raw,
-        name=name,
-        crc=crc,
-        max_message_size=max_message_size,
-        codec=codec,
-        authkey=authkey,
-    )
+    return Listener(raw, settings)
 
 
 def connect(
-    name: str,
-    *,
-    timeout: float | None = None,
-    crc: bool = False,
-    framing: str | Codec = "npipes",
-    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-    wait_for_listener: bool = False,
-    authkey: bytes | None = None,
+    name: str, *, timeout: float | None = None, **options: Unpack[ConnectOptions]
 ) -> Connection:
     """Connect to the listener on ``name``.
 
     Args:
         name: as for :func:`listen`.
-        timeout: seconds for the whole connect (including waiting), or None.
-        crc, framing, max_message_size: as for :func:`listen`.
-        wait_for_listener: if nobody listens yet, keep trying until someone
-            does or ``timeout`` passes (instead of failing at once).
-        authkey: authenticate with the listener's key (both sides prove it).
+        timeout: seconds for the whole connect (including waiting for the
+            listener and the authkey handshake), or None.
+        options: see :class:`npipes.ConnectOptions`: ``crc``, ``framing``,
+            ``max_message_size``, ``authkey``, ``wait_for_listener``, ``allowed_uids``.
     Raises:
+        TypeError, ValueError: a bad option, at once.
         PipeNotFoundError: nobody listens on ``name`` (and not waiting).
         PipeTimeoutError: the timeout passed while waiting.
         PipeBusyError: the listener could not take the connection in time.
-        PipePermissionError: access denied (another user's endpoint).
+        PipePermissionError: access denied, or the listener runs as another user.
         InvalidPipeNameError: ``name`` breaks a naming rule.
         AuthenticationError: the keys did not match (a ``PermissionError``).
     """
-    codec = get_codec(framing, crc=crc, authkey=authkey)
-    _check_limit(max_message_size)
-    address = resolve(name)
+    settings = connect_settings(name, options)
     deadline = Deadline(timeout)
+    extra = {"allowed_uids": settings.allowed_uids} if settings.allowed_uids else {}
     try:
-        stream = _backend.connect(address, deadline, wait_for_listener=wait_for_listener)
+        stream = _backend.connect(
+            settings.address, deadline, wait_for_listener=settings.wait_for_listener, **extra
+        )
     except NpipesError as exc:
-        exc.name = name
+        settings.annotate(exc)
         raise
-    conn = Connection(
-        stream,
-        name=name,
-        address=address.path,
-        crc=crc,
-        max_message_size=max_message_size,
-        codec=codec,
-    )
-    if authkey is not None:
-        conn._handshake(connect_side(authkey), deadline.remaining())
+    conn = Connection(stream, settings)
+    if settings.authkey is not None:
+        conn._handshake(connect_side(settings.authkey), deadline.remaining())
     return conn

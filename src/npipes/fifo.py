@@ -23,7 +23,8 @@ from ._deadline import Deadline
 from ._frame import DEFAULT_MAX_MESSAGE_SIZE
 from ._framings import get_codec
 from ._names import resolve
-from .connection import Connection, _check_limit
+from ._options import Settings, check_limit
+from .connection import Connection
 
 if TYPE_CHECKING:
     from ._framings import Codec
@@ -56,13 +57,14 @@ def _open(
     _require_fifo()
     from ._backend.fifo import open_fifo  # type: ignore[attr-defined, unused-ignore]
 
-    codec = get_codec(framing)
-    _check_limit(max_message_size)
-    address = resolve(name, suffix=".fifo")
-    stream = open_fifo(address, write=write, deadline=Deadline(timeout), create=create)
-    return Connection(
-        stream, name=name, address=address.path, max_message_size=max_message_size, codec=codec
+    settings = Settings(
+        name=name,
+        address=resolve(name, suffix=".fifo"),
+        codec=get_codec(framing),
+        max_message_size=check_limit(max_message_size),
     )
+    stream = open_fifo(settings.address, write=write, deadline=Deadline(timeout), create=create)
+    return Connection(stream, settings)
 
 
 def open_reader(
