@@ -3,17 +3,39 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from npipes._bench import main
-from npipes._bench.config import format_size, parse_args, parse_size
-from npipes._bench.runner import select
+import npipes
+from benchmarks import main
+from benchmarks.config import format_size, parse_args, parse_size
+from benchmarks.runner import select
 
 BASELINE = "raw-pywin32" if sys.platform == "win32" else "raw-socket"
 SIZES = (64, 1024)
+SRC = Path(npipes.__file__).resolve().parents[1]  # the src/ folder of the npipes under test
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: benchmarks/ is here, not in src/
+
+
+def _python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh python with only ``src`` and the stdlib importable from here.
+
+    ``-P`` keeps the working directory off ``sys.path`` (as the embeddable Windows
+    Python does under Wine), so only the code decides where ``benchmarks`` comes from.
+    """
+    return subprocess.run(
+        [sys.executable, "-P", "-c", code],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+        check=False,
+    )
 
 
 def _outputs(out: Path) -> tuple[dict[str, object], str]:
@@ -116,3 +138,51 @@ def test_list_names_every_contender(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for name in ("npipes", "raw-socket", "raw-pywin32", "multiprocessing", "pyzmq"):
         assert name in out
+
+
+def test_harness_is_not_in_the_package() -> None:
+    """The harness moved to the repository's benchmarks/, outside src/ (so not in the wheel)."""
+    assert not list((SRC / "npipes").glob("_bench/**/*.py"))
+    assert (ROOT / "benchmarks" / "__init__.py").is_file()
+    assert Path(main.__code__.co_filename).resolve().parent == ROOT / "benchmarks"
+
+
+def test_npipes_bench_runs_the_checkouts_harness(tmp_path: Path) -> None:
+    """``npipes bench`` finds benchmarks/ next to src/, whatever the working directory."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(SRC)!r}); from npipes.cli import main;"
+        " sys.exit(main(['bench', '--list']))"
+    )
+    done = _python(code, tmp_path)
+    assert done.returncode == 0, done.stderr
+    for name in ("npipes", "raw-socket", "raw-pywin32", "multiprocessing"):
+        assert name in done.stdout
+
+
+def test_npipes_bench_without_a_checkout_says_how_to_run_it(tmp_path: Path) -> None:
+    """An npipes without benchmarks/ beside it (as installed from the wheel) says what to do."""
+    installed = tmp_path / "site"
+    shutil.copytree(
+        SRC / "npipes", installed / "npipes", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    code = (
+        f"import sys; sys.path.insert(0, {str(installed)!r}); from npipes.cli import main;"
+        " sys.exit(main(['bench', '--list']))"
+    )
+    done = _python(code, tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "not installed with npipes" in done.stderr
+    assert "python -m benchmarks --quick" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_main_runs_as_a_file(tmp_path: Path) -> None:
+    """``python benchmarks/__main__.py`` works without the checkout on ``sys.path`` (Wine)."""
+    script = ROOT / "benchmarks" / "__main__.py"
+    code = (
+        f"import runpy, sys; sys.path.insert(0, {str(SRC)!r});"
+        f" sys.argv = [{str(script)!r}, '--list']; runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    done = _python(code, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "raw-socket" in done.stdout

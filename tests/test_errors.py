@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import sys
 
 import pytest
 
@@ -23,6 +24,7 @@ TREE = {
     "InvalidPipeNameError": ValueError,
     "PipePermissionError": PermissionError,
     "AuthenticationError": npipes.PipePermissionError,
+    "PipeOSError": OSError,
 }
 
 
@@ -51,7 +53,8 @@ def test_errors_carry_context() -> None:
         (errno.EADDRINUSE, npipes.PipeInUseError),
         (errno.EPIPE, npipes.ConnectionClosedError),
         (errno.ECONNRESET, npipes.ConnectionClosedError),
-        (errno.EIO, npipes.NpipesError),
+        (errno.EIO, npipes.PipeOSError),
+        (errno.EMFILE, npipes.PipeOSError),
     ],
 )
 def test_translate_os_error(code: int, cls: type[npipes.NpipesError]) -> None:
@@ -60,3 +63,56 @@ def test_translate_os_error(code: int, cls: type[npipes.NpipesError]) -> None:
     assert "connect (/p) failed" in str(exc)
     assert exc.address == "/p"
     assert exc.name == "n"
+    # Mapped or not, the error is an OSError that kept the OS's errno and text.
+    assert isinstance(exc, OSError)
+    assert (exc.errno, exc.strerror) == (code, "x")
+
+
+def test_unmapped_os_error_keeps_errno_and_says_which() -> None:
+    """EMFILE has no class of its own: it is still an OSError a server can check for."""
+    source = OSError(errno.EMFILE, "Too many open files", "/p")
+    exc = errors.translate_os_error(source, "accept", address="/p")
+    assert type(exc) is npipes.PipeOSError
+    assert isinstance(exc, npipes.NpipesError)
+    assert exc.errno == errno.EMFILE
+    assert exc.strerror == "Too many open files"
+    assert exc.filename == "/p"
+    assert str(exc) == "accept (/p) failed: Too many open files (EMFILE)"
+    with pytest.raises(OSError, match="Too many open files") as info:
+        raise exc from source
+    assert info.value.errno == errno.EMFILE
+
+
+def test_os_error_without_errno_is_still_an_os_error() -> None:
+    exc = errors.translate_os_error(OSError("odd"), "read")
+    assert type(exc) is npipes.PipeOSError
+    assert exc.errno is None
+    assert str(exc) == "read failed: odd"
+
+
+@pytest.mark.parametrize(
+    ("code", "cls"),
+    [
+        (2, npipes.PipeNotFoundError),
+        (5, npipes.PipePermissionError),
+        (109, npipes.ConnectionClosedError),
+        (231, npipes.PipeBusyError),
+        (1450, npipes.PipeOSError),  # ERROR_NO_SYSTEM_RESOURCES: no class of its own
+    ],
+)
+def test_translate_winerror_keeps_winerror(code: int, cls: type[npipes.NpipesError]) -> None:
+    exc = errors.translate_winerror(code, "the OS text", "send", address=r"\\.\pipe\n", name="n")
+    assert type(exc) is cls
+    assert isinstance(exc, OSError)
+    assert getattr(exc, "winerror", None) == code  # typeshed has it on Windows only
+    assert exc.strerror == "the OS text"
+    assert (exc.name, exc.address) == ("n", r"\\.\pipe\n")
+    # errno is what Python itself derives from that Windows error (None off Windows).
+    assert exc.errno == OSError(None, "the OS text", None, code).errno
+    if sys.platform == "win32" and code == 2:
+        assert exc.errno == errno.ENOENT
+
+
+def test_unmapped_winerror_message_names_the_code() -> None:
+    exc = errors.translate_winerror(1450, "Insufficient system resources", "accept")
+    assert str(exc) == "accept failed: Insufficient system resources (Windows error 1450)"

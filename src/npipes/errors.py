@@ -16,8 +16,13 @@ exception a caller would naturally catch, so ``except TimeoutError`` or
     ├── PipeInUseError           (FileExistsError)  somebody already listens on that name
     ├── PipeBusyError            (ConnectionError)  the listener cannot take a connection now
     ├── InvalidPipeNameError     (ValueError)       the name breaks a naming rule
-    └── PipePermissionError      (PermissionError)  the OS or the peer check said no
-        └── AuthenticationError                     a handshake key did not match
+    ├── PipePermissionError      (PermissionError)  the OS or the peer check said no
+    │   └── AuthenticationError                     a handshake key did not match
+    └── PipeOSError              (OSError)          any other OS error (EMFILE, ...)
+
+Errors translated from an OS error (every ``OSError`` subclass above) keep its
+``errno``, ``strerror`` and ``filename``, and ``winerror`` for a Windows error,
+so ``except OSError as exc: exc.errno`` works as for the builtin error.
 
 Whether an error left the connection usable is documented per error and
 exposed as ``Connection.closed``: a framing error closes it, a bad checksum
@@ -40,6 +45,7 @@ __all__ = [
     "PipeBusyError",
     "PipeInUseError",
     "PipeNotFoundError",
+    "PipeOSError",
     "PipePermissionError",
     "PipeTimeoutError",
     "ProtocolError",
@@ -175,6 +181,34 @@ class AuthenticationError(PipePermissionError):
     """The peer failed the authentication handshake."""
 
 
+class PipeOSError(NpipesError, OSError):
+    """An OS error with no more specific class above, e.g. ``EMFILE`` on accept.
+
+    It keeps the OS error's ``errno``, ``strerror`` (and ``winerror`` on a
+    Windows error), so a caller can still tell the causes apart; the original
+    exception is also its ``__cause__``.
+    """
+
+
+def _keep_os_fields(
+    err: NpipesError,
+    *,
+    errno: int | None,
+    strerror: str | None,
+    filename: object = None,
+    winerror: int | None = None,
+) -> NpipesError:
+    """Copy an OS error's fields onto the npipes error for it, if that is an OSError."""
+    if isinstance(err, OSError):  # every class the tables below map to is one
+        err.errno = errno
+        err.strerror = strerror
+        err.filename = filename
+        if winerror is not None:
+            # OSError.winerror exists (and typeshed declares it) only on Windows builds.
+            setattr(err, "winerror", winerror)  # noqa: B010
+    return err
+
+
 # errno -> (error class, what to do). One table, used by every POSIX backend.
 _ERRNO_TABLE: dict[int, tuple[type[NpipesError], str]] = {
     _errno.ENOENT: (
@@ -210,17 +244,27 @@ def translate_os_error(
         exc: the OS error; callers ``raise translate_os_error(...) from exc``.
         what: the operation that failed, e.g. ``"connect to 'jobs'"``.
     Returns:
-        The npipes error to raise; a generic :class:`ConnectionClosedError` or
-        :class:`NpipesError` carrying the OS message when no entry fits.
+        The npipes error to raise: the table's class, or :class:`PipeOSError`
+        carrying the OS message when no entry fits. Either is an ``OSError``
+        with the same ``errno``, ``strerror``, ``filename`` (and ``winerror``).
     """
     where = f" ({address})" if address else ""
     entry = _ERRNO_TABLE.get(exc.errno or 0)
     if entry is None:
-        cls: type[NpipesError] = NpipesError
+        cls: type[NpipesError] = PipeOSError
         hint = exc.strerror or str(exc)
+        code_name = _errno.errorcode.get(exc.errno or -1)
+        if code_name:
+            hint += f" ({code_name})"
     else:
         cls, hint = entry
-    return cls(f"{what}{where} failed: {hint}", name=name, address=address)
+    return _keep_os_fields(
+        cls(f"{what}{where} failed: {hint}", name=name, address=address),
+        errno=exc.errno,
+        strerror=exc.strerror,
+        filename=exc.filename,
+        winerror=getattr(exc, "winerror", None),
+    )
 
 
 # Win32 error code -> (error class, what to do). Used by the Windows backend;
@@ -251,12 +295,23 @@ _WINERROR_TABLE: dict[int, tuple[type[NpipesError], str]] = {
 def translate_winerror(
     code: int, message: str, what: str, *, name: str | None = None, address: str | None = None
 ) -> NpipesError:
-    """Map a Win32 error code from the Windows backend to the npipes error for it."""
+    """Map a Win32 error code from the Windows backend to the npipes error for it.
+
+    Returns:
+        The table's class, or :class:`PipeOSError` when no entry fits; either is
+        an ``OSError`` with ``winerror=code``, ``strerror=message`` and the
+        ``errno`` Python itself derives from that code (None off Windows).
+    """
     where = f" ({address})" if address else ""
     entry = _WINERROR_TABLE.get(code)
     if entry is None:
-        return NpipesError(
-            f"{what}{where} failed: {message} (Windows error {code})", name=name, address=address
-        )
-    cls, hint = entry
-    return cls(f"{what}{where} failed: {hint}", name=name, address=address)
+        cls: type[NpipesError] = PipeOSError
+        text = f"{what}{where} failed: {message} (Windows error {code})"
+    else:
+        cls, hint = entry
+        text = f"{what}{where} failed: {hint}"
+    # OSError(None, text, None, winerror) maps winerror to errno on Windows (PC/errmap.h).
+    errno = OSError(None, message, None, code).errno
+    return _keep_os_fields(
+        cls(text, name=name, address=address), errno=errno, strerror=message, winerror=code
+    )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, final
 from .stats import median
 
 if TYPE_CHECKING:
-    from .results import Results
+    from .samples import Results
 
 __all__ = ["Summary", "Table"]
 

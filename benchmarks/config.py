@@ -24,7 +24,8 @@ QUICK_THROUGHPUT: Final = (64, 64 * KiB, MiB)
 QUICK_LATENCY: Final = (64, 64 * KiB)
 LATENCY_MAX: Final = 64 * KiB
 """--sizes also sets the round-trip sizes: those up to this one."""
-DEFAULT_OUT: Final = Path("benchmarks/results")
+DEFAULT_OUT: Final = Path(__file__).resolve().parent / "results"
+"""``benchmarks/results/`` of this checkout, whatever the working directory."""
 TESTS: Final = ("latency", "throughput", "memory")
 
 _UNITS: Final = {"": 1, "B": 1, "K": KiB, "KIB": KiB, "M": MiB, "MIB": MiB, "G": 1024 * MiB}

@@ -9,8 +9,8 @@ from . import contenders, plots
 from .config import parse_args
 from .machine import wine_version
 from .markdown import render
-from .results import read_json, write_json
 from .runner import run, select
+from .samples import read_json, write_json
 from .summary import Summary
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import TextIO
 
-    from .results import Results
+    from .samples import Results
 
 __all__ = ["run_and_report", "stem"]
 

@@ -20,7 +20,7 @@ from .config import format_size
 from .cpus import pin, plan
 from .live import Live, Watchdog
 from .machine import machine_info
-from .results import ContenderInfo, LatencySample, MemorySample, Results, ThroughputSample
+from .samples import ContenderInfo, LatencySample, MemorySample, Results, ThroughputSample
 from .stats import median, percentile
 
 if TYPE_CHECKING:
