@@ -140,7 +140,9 @@ def test_close_from_another_thread_during_timed_recv(pipe_name: str) -> None:
         with pair(pipe_name) as (_client, server):
             errors: list[BaseException] = []
 
-            def receive(conn: npipes.Connection = server) -> None:
+            def receive(
+                conn: npipes.Connection = server, errors: list[BaseException] = errors
+            ) -> None:
                 try:
                     conn.recv(timeout=10)
                 except BaseException as exc:  # noqa: BLE001 - recorded and checked below
@@ -203,7 +205,8 @@ def test_authkey_listener_refuses_a_huge_header_before_reading_it(pipe_name: str
             except npipes.NpipesError as exc:
                 accepted.append(exc)
             thread.join(10)
-            assert accepted and isinstance(accepted[0], npipes.MessageTooLargeError)
+            assert accepted
+            assert isinstance(accepted[0], npipes.MessageTooLargeError)
             assert time.monotonic() - start < 5
 
 
@@ -247,13 +250,14 @@ def test_aio_has_recv_into_send_many_recv_many_abort(pipe_name: str) -> None:
         try:
             assert await client.send_many([b"a", "b", b"c" * 100_000]) == 3
             buf = bytearray(10)
-            assert await server.recv_into(buf, timeout=10) == 1 and buf[:1] == b"a"
+            assert await server.recv_into(buf, timeout=10) == 1
+            assert buf[:1] == b"a"
             got = await server.recv_many(10, timeout=10)
             while len(got) < 2:
                 got += await server.recv_many(10, timeout=10)
             assert got == ["b", b"c" * 100_000]
+            await client.send(b"0123456789abc")
             with pytest.raises(npipes.BufferTooSmallError):
-                await client.send(b"0123456789abc")
                 await server.recv_into(bytearray(4), timeout=10)
             assert await server.recv(timeout=10) == b"0123456789abc"
             client.abort()

@@ -80,7 +80,8 @@ def test_clean_end_only_ends_receiving_once_delivered() -> None:
     with pytest.raises(npipes.ConnectionClosedError) as info:
         core.next_message()
     assert type(info.value) is npipes.ConnectionClosedError
-    assert core.state is State.CLOSED and core.closed
+    assert core.state is State.CLOSED
+    assert core.closed
     with pytest.raises(npipes.ConnectionClosedError):
         core.encode(b"x")
 
@@ -202,7 +203,8 @@ def test_handshake_decodes_one_message_ahead_and_restores_the_limit() -> None:
                 except StopIteration:
                     done.add(side)
     assert listener_side._decoder.max_message_size == 1 << 20
-    assert client_side.state is State.OPEN and listener_side.state is State.OPEN
+    assert client_side.state is State.OPEN
+    assert listener_side.state is State.OPEN
     assert MAX_HANDSHAKE_MESSAGE == 256
 
 
@@ -225,7 +227,8 @@ def test_send_many_packs_small_frames_and_checks_all_first() -> None:
     core = make_core()
     writes, count = core.encode_many([b"a", "b", b"c" * 70_000])
     assert count == 3
-    assert len(writes) == 1 and len(writes[0]) == 2  # packed smalls, then the large payload
+    assert len(writes) == 1
+    assert len(writes[0]) == 2
     with pytest.raises(npipes.MessageTooLargeError):
         core.encode_many([b"ok", b"x" * (2 << 20)])
 
