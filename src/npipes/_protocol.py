@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Final, final
 
 from ._auth import MAX_HANDSHAKE_MESSAGE, Exchange, accept_side, connect_side
 from ._frame import Frame
+from ._options import annotate
 from .errors import (
     AuthenticationError,
     BufferTooSmallError,
@@ -145,11 +146,7 @@ class ConnectionCore:
 
     def annotate(self, exc: BaseException) -> None:
         """Give an npipes error this connection's name and address (if it has none)."""
-        if isinstance(exc, NpipesError):
-            if exc.name is None:
-                exc.name = self.name
-            if exc.address is None:
-                exc.address = self.address
+        annotate(exc, self.name, self.address)
 
     def closed_error(self) -> ConnectionClosedError:
         """The error for using a connection that is not open."""
