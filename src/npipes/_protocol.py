@@ -180,8 +180,10 @@ class ConnectionCore:
             TypeError, ValueError: bad argument; MessageTooLargeError: above the limit.
             ConnectionClosedError: the connection is not open.
         """
-        parts = self.codec.encode(data, crc=self._with_crc(crc), max_size=self.max_message_size)
-        self.check_open()
+        with_crc = self.crc if crc is None else self._with_crc(crc)
+        parts = self.codec.encode(data, crc=with_crc, max_size=self.max_message_size)
+        if self.state is not State.OPEN:
+            raise self.closed_error()
         return parts
 
     def encode_many(
@@ -276,10 +278,13 @@ class ConnectionCore:
         try:
             return self._decoder.next_frame()
         except NpipesError as exc:
-            self.annotate(exc)
-            if isinstance(exc, IncompleteMessageError) or self._decoder.broken:
-                self.break_(str(exc))
+            self._decode_failed(exc)
             return exc
+
+    def _decode_failed(self, exc: NpipesError) -> None:
+        self.annotate(exc)
+        if isinstance(exc, IncompleteMessageError) or self._decoder.broken:
+            self.break_(str(exc))
 
     def decode_available(self) -> None:
         """Decode what has arrived into the queue, within the read-ahead budget."""
@@ -321,19 +326,22 @@ class ConnectionCore:
             The decoder's errors, in stream order; ConnectionClosedError when
             the connection is not open and nothing is left to deliver.
         """
-        require = self._with_crc(crc)
-        ready = self._ready
-        if ready:
-            item = ready.popleft()
+        require = self.crc if crc is None else self._with_crc(crc)
+        if self._ready:
+            item = self._ready.popleft()
             if not isinstance(item, NpipesError):
                 self._ready_bytes -= item.size
             return self._deliver(item, require)
         if self.state is not State.OPEN:
             raise self.closed_error()
-        decoded = self._decode()
-        if decoded is None:
-            return None
-        return self._deliver(decoded, require)
+        try:  # the hot path: straight from the decoder
+            frame = self._decoder.next_frame()
+        except NpipesError as exc:
+            self._decode_failed(exc)
+            return self._deliver(exc, require)
+        if frame is not None and require and not frame.crc:
+            return self._deliver(frame, require)
+        return frame
 
     def next_message(self, crc: bool | None = None) -> bytes | str | None:
         """The next message, or None if more bytes are needed (see :meth:`next_frame`)."""
@@ -389,9 +397,7 @@ class ConnectionCore:
             self.annotate(exc)
             raise
         except NpipesError as exc:
-            self.annotate(exc)
-            if isinstance(exc, IncompleteMessageError) or self._decoder.broken:
-                self.break_(str(exc))
+            self._decode_failed(exc)
             self._deliver(exc, require)
             raise  # pragma: no cover - _deliver raised
         if got is None:

@@ -195,11 +195,12 @@ class Connection:
 
     def _write(self, writes: Iterable[Sequence[Buffer]], deadline: Deadline) -> None:
         lock = self._send_lock
-        if not lock.acquire(True, deadline.remaining_lock()):
+        if not lock.acquire(True, -1 if deadline is NO_DEADLINE else deadline.remaining_lock()):
             raise self._core_annotated(_lock_timeout("send", deadline))
         try:
             core = self._core
-            core.check_open()
+            if core.state is not State.OPEN:
+                raise core.closed_error()
             send = self._stream.send
             started = False
             for buffers in writes:
@@ -241,7 +242,7 @@ class Connection:
         """
         deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
         lock = self._recv_lock
-        if not lock.acquire(True, deadline.remaining_lock()):
+        if not lock.acquire(True, -1 if deadline is NO_DEADLINE else deadline.remaining_lock()):
             raise self._core_annotated(_lock_timeout("recv", deadline))
         try:
             return self._receive(deadline, crc).message
