@@ -84,7 +84,10 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self.eof = True
         self._decoder.feed_eof()
         self._drain_decoder()
-        return None  # close the transport
+        # Where the transport can half-close (sockets, not Windows pipes), keep it
+        # open: a peer that half-closed after sending still gets its reply, as with
+        # the sync API. A peer that closed completely fails the next send (EPIPE).
+        return self.transport is not None and self.transport.can_write_eof()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost:
@@ -199,8 +202,10 @@ class Connection:
         crc: bool,
         max_message_size: int | None,
         codec: Codec,
+        authkey: bytes | None = None,
     ) -> None:
         self._codec = codec
+        self._authkey = authkey  # the listener's key, for _authenticate (accept side)
         self.framing: Final = codec.name
         self._transport = cast(asyncio.Transport, transport)
         self._protocol = protocol
@@ -251,6 +256,8 @@ class Connection:
             for view in views:
                 if view.nbytes:
                     self._transport.write(view)
+        if self._transport.is_closing():  # the write failed at once: the peer is gone
+            raise self._fail(ConnectionClosedError("the peer closed the connection"))
         await self._wait(self._protocol.drain(), timeout, "send")
 
     async def recv(self, timeout: float | None = None, *, crc: bool | None = None) -> bytes | str:
@@ -309,6 +316,35 @@ class Connection:
         except BaseException:
             await self.aclose()
             raise
+
+    async def _authenticate(self, timeout: float | None) -> None:
+        """Run the accept side of the authkey handshake if the listener has a key.
+
+        Servers call it in the connection's own task, so a client that never
+        answers holds up nobody else. Closes the connection on failure.
+        """
+        if self._authkey is not None:
+            await self._handshake(accept_side(self._authkey), timeout)
+
+    async def _wait_readable(self, timeout: float | None) -> bool:
+        """Wait until the peer sent something or the connection ended; False on timeout.
+
+        Consumes no message. Servers use it for ``idle_timeout``.
+        """
+        protocol = self._protocol
+        try:
+            async with asyncio.timeout(timeout):
+                while not (
+                    protocol._queue or protocol.lost or protocol.eof or not protocol._decoder.idle
+                ):
+                    protocol._waiter = asyncio.get_running_loop().create_future()
+                    try:
+                        await protocol._waiter
+                    finally:
+                        protocol._waiter = None
+        except TimeoutError:
+            return False
+        return True
 
     def __aiter__(self) -> AsyncIterator[bytes | str]:
         return self._messages()
@@ -417,8 +453,15 @@ class Listener:
             PipeTimeoutError: nobody came within ``timeout`` seconds.
             ConnectionClosedError: the listener was closed.
         """
-        factory = _protocol_factory(self._codec, self.max_message_size)
         deadline = Deadline(timeout)
+        conn = await self._accept_unauthenticated(timeout)
+        await conn._authenticate(deadline.remaining())
+        return conn
+
+    async def _accept_unauthenticated(self, timeout: float | None) -> Connection:
+        """Wait for the next client; the authkey handshake is left to
+        :meth:`Connection._authenticate` (servers run it in the client's task)."""
+        factory = _protocol_factory(self._codec, self.max_message_size)
         try:
             async with asyncio.timeout(timeout):
                 transport, protocol, peer = await self._raw.accept(factory)
@@ -438,9 +481,8 @@ class Listener:
             crc=self.crc,
             max_message_size=self.max_message_size,
             codec=self._codec,
+            authkey=self._authkey,
         )
-        if self._authkey is not None:
-            await conn._handshake(accept_side(self._authkey), deadline.remaining())
         return conn
 
     async def aclose(self) -> None:

@@ -59,8 +59,10 @@ class Connection:
         crc: bool = False,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         codec: Codec | None = None,
+        authkey: bytes | None = None,
     ) -> None:
         self._stream = stream
+        self._authkey = authkey  # the listener's key, for _authenticate (accept side)
         self._closed = False
         self._codec = codec or get_codec("npipes")
         self.name: Final = name
@@ -339,6 +341,42 @@ class Connection:
             self.close()
             raise
 
+    def _authenticate(self, timeout: float | None) -> None:
+        """Run the accept side of the authkey handshake if the listener has a key.
+
+        Servers call it in the connection's own worker, so a client that never
+        answers holds up nobody else. Closes the connection on failure.
+        """
+        if self._authkey is not None:
+            self._handshake(accept_side(self._authkey), timeout)
+
+    def _wait_readable(self, timeout: float | None) -> bool:
+        """Wait until the peer sent something or the connection ended; False on timeout.
+
+        Consumes no message: what arrived stays in the decoder for the next
+        ``recv``. Servers use it for ``idle_timeout``.
+        """
+        deadline = Deadline(timeout)
+        with self._recv_lock:
+            decoder = self._decoder
+            if self._closed or self._pending_error is not None or not decoder.idle:
+                return True
+            try:
+                count = self._stream.recv_into(decoder.get_buffer(), deadline)
+            except PipeTimeoutError:
+                return False
+            except NpipesError as exc:
+                exc.name, exc.address = self.name, self.address
+                self._pending_error = exc  # raised by the next recv
+                return True
+            if count:
+                decoder.buffer_updated(count)
+                if self._message_based and self._stream.message_end:
+                    decoder.message_end()
+            else:
+                decoder.feed_eof()
+            return True
+
     def __iter__(self) -> Iterator[bytes | str]:
         """Yield messages until the peer closes the connection cleanly."""
         while True:
@@ -419,26 +457,31 @@ class Listener:
             PipeTimeoutError: no client came within ``timeout`` seconds.
             ConnectionClosedError: the listener was closed.
         """
+        deadline = Deadline(timeout)
+        conn = self._accept_unauthenticated(timeout)
+        # A client failing authentication is an error for this accept only.
+        conn._authenticate(deadline.remaining())
+        return conn
+
+    def _accept_unauthenticated(self, timeout: float | None) -> Connection:
+        """Wait for the next client; the authkey handshake is left to
+        :meth:`Connection._authenticate` (servers run it in the client's worker)."""
         if self._closed:
             raise ConnectionClosedError("the listener is closed", name=self.name)
-        deadline = Deadline(timeout)
         try:
-            stream = self._raw.accept(deadline)
+            stream = self._raw.accept(Deadline(timeout))
         except NpipesError as exc:
             exc.name = self.name
             raise
-        conn = Connection(
+        return Connection(
             stream,
             name=self.name,
             address=self.address,
             crc=self.crc,
             max_message_size=self.max_message_size,
             codec=self._codec,
+            authkey=self._authkey,
         )
-        if self._authkey is not None:
-            # A client failing authentication is an error for this accept only.
-            conn._handshake(accept_side(self._authkey), deadline.remaining())
-        return conn
 
     def __iter__(self) -> Iterator[Connection]:
         """Accept connections until the listener is closed."""
