@@ -303,3 +303,20 @@ def test_aio_aclose_lets_the_callers_cancellation_through(pipe_name: str) -> Non
         await server.aclose()  # idempotent
 
     run(main())
+
+
+@pytest.mark.parametrize("option", ["handshake_timeout", "idle_timeout"])
+@pytest.mark.parametrize("value", [0, -1.0])
+def test_serve_rejects_a_timeout_that_is_not_positive(
+    pipe_name: str, option: str, value: float
+) -> None:
+    with pytest.raises(ValueError, match=option):
+        npipes.serve(pipe_name, echo, **{option: value})
+
+    async def main() -> None:
+        with pytest.raises(ValueError, match=option):
+            await aio.serve(pipe_name, aio_echo, **{option: value})
+
+    run(main())
+    with pytest.raises(npipes.PipeNotFoundError):
+        npipes.connect(pipe_name, timeout=5)  # nothing was left listening

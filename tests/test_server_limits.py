@@ -73,15 +73,12 @@ def test_server_out_of_descriptors_backs_off_and_recovers(mode: str, pipe_name: 
             served.append(conn)
             conn.send(f"s{n}", timeout=WAIT)
             assert conn.recv(timeout=WAIT) == f"s{n}"
-        for n in range(2):  # the OS queues these; every accept now fails with EMFILE
+        # The OS queues these; every accept now fails with EMFILE (whether the server
+        # or its backend retries them, neither may spin or flood the log).
+        for n in range(2):
             conn = npipes.connect(pipe_name, timeout=WAIT)
             queued.append(conn)
             conn.send(f"q{n}", timeout=WAIT)
-        deadline = time.monotonic() + WAIT
-        while True:  # the first failed accept is logged
-            line = err.get(timeout=max(0.0, deadline - time.monotonic()))
-            if line.startswith("LOG") and "accept" in line:
-                break
         before = _cpu(proc, out)
         began = time.monotonic()
         time.sleep(WINDOW)  # the window being measured, not a synchronisation
