@@ -80,8 +80,12 @@ def test_clean_end_only_ends_receiving_once_delivered() -> None:
     with pytest.raises(npipes.ConnectionClosedError) as info:
         core.next_message()
     assert type(info.value) is npipes.ConnectionClosedError
-    assert core.state is State.CLOSED
+    assert core.receive_ended
     assert core.closed
+    with pytest.raises(npipes.ConnectionClosedError):
+        core.next_message()  # for ever after
+    core.encode(b"a reply to a peer that only half-closed")
+    core.close()
     with pytest.raises(npipes.ConnectionClosedError):
         core.encode(b"x")
 

@@ -117,15 +117,26 @@ class ConnectionCore:
         self._ready: collections.deque[Item] = collections.deque()
         self._ready_bytes = 0
         self._handshaking = False
+        self.receive_ended = False  # the peer's clean end was delivered; sending may go on
 
     # -- state ----------------------------------------------------------------
 
     @property
     def closed(self) -> bool:
-        """Not usable, and no received message is left to deliver."""
-        if self.state is State.OPEN:
+        """Closed or broken, or the peer's end was delivered; and no message is left."""
+        if self.state is State.OPEN and not self.receive_ended:
             return False
         return all(isinstance(item, NpipesError) for item in self._ready)
+
+    @property
+    def has_input(self) -> bool:
+        """Something arrived that a receive would act on (or the connection is over)."""
+        return (
+            bool(self._ready)
+            or not self._decoder.idle
+            or self.state is not State.OPEN
+            or self.receive_ended
+        )
 
     @property
     def receiving_idle(self) -> bool:
@@ -159,6 +170,14 @@ class ConnectionCore:
     def check_open(self) -> None:
         if self.state is not State.OPEN:
             raise self.closed_error()
+
+    def _check_receiving(self) -> None:
+        if self.state is not State.OPEN:
+            raise self.closed_error()
+        if self.receive_ended:
+            exc = ConnectionClosedError("the peer closed the connection")
+            self.annotate(exc)
+            raise exc
 
     # -- sending --------------------------------------------------------------
 
@@ -273,8 +292,8 @@ class ConnectionCore:
 
     def _decode(self) -> Item | None:
         """The next frame or error out of the decoder; updates the state on fatal errors."""
-        if self.state is not State.OPEN:
-            return None  # closed or broken: nothing more is decoded
+        if self.state is not State.OPEN or self.receive_ended:
+            return None  # closed, broken or ended: nothing more is decoded
         try:
             return self._decoder.next_frame()
         except NpipesError as exc:
@@ -316,7 +335,8 @@ class ConnectionCore:
                 raise exc
             return item
         if type(item) is ConnectionClosedError:
-            self.close("the peer closed the connection")
+            # Receiving is over; sending goes on until the peer is gone (half-close).
+            self.receive_ended = True
         raise item
 
     def next_frame(self, crc: bool | None = None) -> Frame | None:
@@ -332,8 +352,8 @@ class ConnectionCore:
             if not isinstance(item, NpipesError):
                 self._ready_bytes -= item.size
             return self._deliver(item, require)
-        if self.state is not State.OPEN:
-            raise self.closed_error()
+        if self.state is not State.OPEN or self.receive_ended:
+            self._check_receiving()
         try:  # the hot path: straight from the decoder
             frame = self._decoder.next_frame()
         except NpipesError as exc:
@@ -365,7 +385,7 @@ class ConnectionCore:
         """
         require = self._with_crc(crc)
         ready = self._ready
-        if not ready and not direct and self.state is State.OPEN:
+        if not ready and not direct and self.state is State.OPEN and not self.receive_ended:
             item = self._decode()
             if item is None:
                 return None
@@ -389,8 +409,7 @@ class ConnectionCore:
                 return len(payload)
             ready.popleft()
             self._deliver(item, require)
-        if self.state is not State.OPEN:
-            raise self.closed_error()
+        self._check_receiving()
         try:
             got = self._decoder.next_frame_into(view)
         except BufferTooSmallError as exc:
@@ -420,7 +439,7 @@ class ConnectionCore:
         ready = self._ready
         while len(out) < limit:
             if not ready:
-                if self.state is not State.OPEN:
+                if self.state is not State.OPEN or self.receive_ended:
                     break
                 item = self._decode()
                 if item is None:

@@ -21,16 +21,12 @@ then waits for the transport's buffer to drain below its high-water mark.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self, TypeVar, Unpack, cast, final
 
 from ._backend.aio import READS_KEEP_MESSAGE_BOUNDARIES, AioListener, open_connection
 from ._deadline import Deadline
-from ._frame import DEFAULT_MAX_MESSAGE_SIZE
-from ._framings import Codec
 from ._options import (
     ConnectOptions,
     ListenOptions,
@@ -49,7 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Connection", "Listener", "Server", "connect", "listen", "serve"]
 
-log = logging.getLogger("npipes.server")
 _T = TypeVar("_T")
 _JOIN_LIMIT: Final = 64 * 1024  # frames below this go to the transport as one write
 
@@ -83,7 +78,10 @@ class _StreamProtocol(asyncio.BufferedProtocol):
     def eof_received(self) -> bool:
         self.core.receive_eof()
         self._decode()
-        return True  # keep the transport: a handler may still reply to a half-closed peer
+        # Where the transport can half-close (sockets, not Windows pipes), keep it
+        # open: a peer that half-closed after sending still gets its reply, as with
+        # the sync API. A peer that closed completely fails the next send (EPIPE).
+        return self.transport is not None and self.transport.can_write_eof()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -223,6 +221,11 @@ class Connection:
             self._core.close("the connection is closed")
         self._core.check_open()
 
+    def _check_written(self) -> None:
+        if self._transport.is_closing():  # the write failed at once: the peer is gone
+            self._core.close("the peer closed the connection")
+            raise self._core.closed_error()
+
     def _write(self, parts: Sequence[Buffer]) -> None:
         # All parts now, with no await between them: frames never interleave.
         # Only bytes may be kept by the transport: other buffers could change
@@ -254,6 +257,7 @@ class Connection:
         parts = self._core.encode(data, crc)
         self._check_writable()
         self._write(parts)
+        self._check_written()
         await self._wait(self._protocol.drain(), timeout, "send")
 
     async def send_many(
@@ -273,6 +277,7 @@ class Connection:
         self._check_writable()
         for parts in writes:
             self._write(parts)
+        self._check_written()
         await self._wait(self._protocol.drain(), timeout, "send")
         return count
 
@@ -375,6 +380,21 @@ class Connection:
         authkey = self._settings.authkey
         if authkey is not None and self._authkey_side is not None:
             await self._handshake(self._authkey_side(authkey), timeout)
+
+    async def _wait_readable(self, timeout: float | None) -> bool:
+        """Wait until the peer sent something or the connection ended; False on timeout.
+
+        Consumes nothing. Servers use it for ``idle_timeout``.
+        """
+        core = self._core
+        protocol = self._protocol
+        try:
+            async with asyncio.timeout(Deadline(timeout).remaining()):
+                while not (core.has_input or protocol.lost):
+                    await protocol.wait_readable()
+        except TimeoutError:
+            return False
+        return True
 
     def __aiter__(self) -> AsyncIterator[bytes | str]:
         return self._messages()
@@ -568,134 +588,4 @@ async def connect(
     return conn
 
 
-Handler = Callable[[Connection], Awaitable[None]]
-
-
-@final
-class Server:
-    """A running :func:`serve`: one task per connection, at most ``max_connections``."""
-
-    def __init__(self, listener: Listener, handler: Handler, max_connections: int) -> None:
-        self.listener: Final = listener
-        self._handler = handler
-        self._slots = asyncio.Semaphore(max_connections)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._connections: set[Connection] = set()
-        self._accepting = asyncio.ensure_future(self._accept_loop())
-        self._closed = asyncio.get_running_loop().create_future()
-
-    @property
-    def address(self) -> str:
-        return self.listener.address
-
-    @property
-    def active(self) -> int:
-        """Connections being handled now."""
-        return len(self._tasks)
-
-    async def _accept_loop(self) -> None:
-        while True:
-            await self._slots.acquire()  # bounded: stop accepting while full
-            try:
-                conn = await self.listener.accept()
-            except ConnectionClosedError:
-                self._slots.release()
-                return
-            except NpipesError:
-                self._slots.release()
-                log.exception("accept failed on %s; still serving", self.address)
-                continue
-            task = asyncio.ensure_future(self._run(conn))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _run(self, conn: Connection) -> None:
-        self._connections.add(conn)
-        try:
-            try:
-                await self._handler(conn)
-            except ConnectionClosedError:
-                pass  # the client left, or aclose() ended the handler: the normal end
-            except Exception:
-                log.exception("handler failed for a connection on %s", self.address)
-            await conn.aclose()
-        except BaseException:
-            conn.abort()  # cancelled by aclose(): do not wait to flush to a stuck client
-            raise
-        finally:
-            self._connections.discard(conn)
-            self._slots.release()  # only once the connection is closed
-
-    async def serve_forever(self) -> None:
-        """Wait until the server is closed (cancel it to close the server)."""
-        try:
-            await asyncio.shield(self._closed)
-        except asyncio.CancelledError:
-            await self.aclose()
-            raise
-
-    async def aclose(self, timeout: float | None = 5.0) -> None:
-        """Stop accepting, let handlers finish for up to ``timeout`` s, then close the rest."""
-        await self.listener.aclose()
-        self._accepting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._accepting
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
-        for conn in list(self._connections):
-            conn.abort()  # handlers are gone: nobody is left to wait for a flush
-        if not self._closed.done():
-            self._closed.set_result(None)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-
-async def serve(
-    name: str,
-    handler: Handler,
-    *,
-    max_connections: int = 256,
-    crc: bool = False,
-    framing: str | Codec = "npipes",
-    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-    allow_other_users: bool = False,
-    backlog: int = 128,
-    allow_remote: bool = False,
-    allowed_users: Sequence[str] = (),
-    security_descriptor: str | None = None,
-    authkey: bytes | None = None,
-) -> Server:
-    """Listen on ``name`` and run ``await handler(conn)`` in its own task for each client.
-
-    At most ``max_connections`` handlers run at once (further clients wait in
-    the OS queue). A handler's exception is logged (logger ``npipes.server``)
-    and the server keeps serving. Other options are those of :func:`listen`.
-    """
-    if max_connections < 1:
-        raise ValueError("max_connections must be at least 1")
-    listener = await listen(
-        name,
-        crc=crc,
-        framing=framing,
-        max_message_size=max_message_size,
-        allow_other_users=allow_other_users,
-        backlog=backlog,
-        allow_remote=allow_remote,
-        allowed_users=allowed_users,
-        security_descriptor=security_descriptor,
-        authkey=authkey,
-    )
-    return Server(listener, handler, max_connections)
+from ._aio_server import Server, serve  # noqa: E402 - it imports this module

@@ -369,6 +369,32 @@ class Connection:
         if authkey is not None and self._authkey_side is not None:
             self._handshake(self._authkey_side(authkey), timeout)
 
+    def _wait_readable(self, timeout: float | None) -> bool:
+        """Wait until the peer sent something or the connection ended; False on timeout.
+
+        Consumes nothing (at most one read into the core). Servers use it for
+        ``idle_timeout``.
+        """
+        core = self._core
+        deadline = Deadline(timeout)
+        lock = self._recv_lock
+        if not lock.acquire(True, deadline.remaining_lock()):
+            return False
+        try:
+            if core.has_input:
+                return True
+            try:
+                count = self._stream.recv_into(core.get_buffer(), deadline)
+            except PipeTimeoutError:
+                return False
+            except BaseException as exc:
+                self._io_failed(exc, core.recv_failed)
+                raise
+            core.buffer_updated(count, self._stream.message_end)
+            return True
+        finally:
+            lock.release()
+
     def __iter__(self) -> Iterator[bytes | str]:
         """Yield messages until the peer closes the connection cleanly."""
         while True:
@@ -409,7 +435,8 @@ class Connection:
 
     def __del__(self) -> None:
         if not getattr(self, "_closed_here", True):
-            warnings.warn(f"unclosed {self!r}", ResourceWarning, 2)
+            if not self._core.closed:  # not ended by the peer or an error either
+                warnings.warn(f"unclosed {self!r}", ResourceWarning, 2)
             self.close()
 
 

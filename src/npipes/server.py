@@ -1,44 +1,121 @@
 """``npipes.serve``: a ready-made sync server, one thread per connection, bounded.
 
-The accept loop runs in a background thread and stops taking clients while
-``max_connections`` handlers are busy (further clients wait in the OS queue).
-``close()`` stops accepting, gives running handlers up to a deadline to
-finish, then closes their connections so blocked handlers end too. A handler's
-exception is logged (logger ``npipes.server``), never printed, and the server
-keeps serving.
+The accept loop runs in a background thread and only accepts: each client's
+authkey handshake (deadline ``handshake_timeout``) and, with ``idle_timeout``,
+the wait for its first bytes run in that client's worker, so a silent or slow
+client holds up nobody else. The loop stops taking clients while
+``max_connections`` workers are busy (further clients wait in the OS queue).
+An accept that keeps failing (``EMFILE``: out of descriptors) is retried with
+a growing pause, and logged once plus a reminder every few seconds, never
+once per try. ``close()`` stops accepting, closes clients not yet in their
+handler, gives running handlers up to a deadline to finish, then closes their
+connections so blocked handlers end too. A handler's exception is logged
+(logger ``npipes.server``), never printed, and the server keeps serving.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable
 from types import TracebackType
-from typing import Final, Self, final
+from typing import Final, Self, Unpack, final
 
 from ._deadline import Deadline
-from ._frame import DEFAULT_MAX_MESSAGE_SIZE
-from ._framings import Codec
+from ._options import ListenOptions
 from .connection import Connection, Listener, listen
 from .errors import ConnectionClosedError, NpipesError
 
-__all__ = ["Server", "serve"]
+__all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "Server", "serve"]
 
 log = logging.getLogger("npipes.server")
 
 Handler = Callable[[Connection], object]
+
+DEFAULT_HANDSHAKE_TIMEOUT: Final = 5.0
+"""Seconds a client of a server with an ``authkey`` has to complete the handshake."""
+
+
+def _check_timeouts(handshake_timeout: float | None, idle_timeout: float | None) -> None:
+    for option, value in (("handshake_timeout", handshake_timeout), ("idle_timeout", idle_timeout)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{option} must be None or a number of seconds > 0, not {value!r}")
+
+
+class _AcceptFailures:
+    """Pauses and rate-limited logging for an accept loop whose accepts keep failing.
+
+    Out of descriptors (``EMFILE``/``ENFILE``), the listening socket stays
+    readable and every accept fails at once: retrying at once would burn a
+    core and log a traceback per try (trio's ``SocketListener`` sleeps too).
+    The first failure of a run is logged with its traceback, then a line every
+    ``LOG_EVERY`` seconds; the pause doubles from ``FIRST_PAUSE`` up to
+    ``MAX_PAUSE``, which bounds how long clients wait once descriptors are free.
+    """
+
+    FIRST_PAUSE: Final = 0.01
+    MAX_PAUSE: Final = 0.5
+    LOG_EVERY: Final = 10.0
+
+    def __init__(self, address: str) -> None:
+        self._address = address
+        self._count = 0
+        self._pause = 0.0
+        self._next_log = 0.0
+
+    def failed(self, exc: BaseException) -> float:
+        """Record a failed accept; return the seconds to pause before the next one."""
+        self._count += 1
+        now = time.monotonic()
+        if self._count == 1:
+            log.error(
+                "accept failed on %s; still serving, retrying with pauses: %s",
+                self._address,
+                exc,
+                exc_info=exc,
+            )
+            self._next_log = now + self.LOG_EVERY
+        elif now >= self._next_log:
+            log.warning(
+                "accept still failing on %s (%d failures in a row): %s",
+                self._address,
+                self._count,
+                exc,
+            )
+            self._next_log = now + self.LOG_EVERY
+        self._pause = min(max(2 * self._pause, self.FIRST_PAUSE), self.MAX_PAUSE)
+        return self._pause
+
+    def succeeded(self) -> None:
+        """Record an accept that worked (ends a run of failures)."""
+        if self._count:
+            log.info("accepting again on %s after %d failed accepts", self._address, self._count)
+            self._count = 0
+            self._pause = 0.0
 
 
 @final
 class Server:
     """A running :func:`serve`. A context manager; ``close()`` is idempotent."""
 
-    def __init__(self, listener: Listener, handler: Handler, max_connections: int) -> None:
+    def __init__(
+        self,
+        listener: Listener,
+        handler: Handler,
+        max_connections: int,
+        *,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        idle_timeout: float | None = None,
+    ) -> None:
         self.listener: Final = listener
         self._handler = handler
+        self._handshake_timeout = handshake_timeout
+        self._idle_timeout = idle_timeout
         self._slots = threading.BoundedSemaphore(max_connections)
         self._lock = threading.Lock()
         self._workers: dict[threading.Thread, Connection] = {}
+        self._handling: set[Connection] = set()  # connections whose handler runs
         self._stopped = threading.Event()
         self._acceptor = threading.Thread(
             target=self._accept_loop, name=f"npipes-serve-{listener.name}", daemon=True
@@ -51,11 +128,12 @@ class Server:
 
     @property
     def active(self) -> int:
-        """Connections being handled now."""
+        """Connections being handled now (including those still in their handshake)."""
         with self._lock:
             return len(self._workers)
 
     def _accept_loop(self) -> None:
+        failures = _AcceptFailures(self.address)
         while not self._stopped.is_set():
             # Short waits for a free slot, so close() is never stuck behind a full server.
             if not self._slots.acquire(timeout=0.1):
@@ -64,23 +142,62 @@ class Server:
                 self._slots.release()
                 return
             try:
-                conn = self.listener.accept()
-            except ConnectionClosedError:
+                self._accept_one()
+            except (NpipesError, OSError) as exc:  # NpipesError: ConnectionClosedError...
                 self._slots.release()
-                return  # the listener was closed
-            except NpipesError:
-                self._slots.release()
-                log.exception("accept failed on %s; still serving", self.address)
+                if self._stopped.is_set() or self.listener.closed:
+                    return
+                self._stopped.wait(failures.failed(exc))  # close() cuts the pause short
                 continue
-            worker = threading.Thread(target=self._run, args=(conn,), daemon=True)
-            with self._lock:
-                self._workers[worker] = conn
+            failures.succeeded()
+
+    def _accept_one(self) -> None:
+        # A method of its own: no local of the loop keeps the last connection alive.
+        conn = self.listener._accept_unauthenticated(None)
+        worker = threading.Thread(
+            target=self._run, args=(conn,), name=f"npipes-serve-{self.listener.name}", daemon=True
+        )
+        with self._lock:
+            self._workers[worker] = conn
+        try:
             worker.start()
+        except BaseException:
+            with self._lock:
+                del self._workers[worker]
+            conn.close()
+            raise
+
+    def _admit(self, conn: Connection) -> bool:
+        """Authenticate ``conn`` and wait for its first bytes; True if its handler may run."""
+        try:
+            conn._authenticate(self._handshake_timeout)
+            if self._idle_timeout is not None and not conn._wait_readable(self._idle_timeout):
+                log.info(
+                    "closed a client of %s that sent nothing within idle_timeout=%s s",
+                    self.address,
+                    self._idle_timeout,
+                )
+                return False
+        except (NpipesError, OSError, ValueError) as exc:
+            # A bad or slow client, or close() (ValueError: a descriptor closed under us).
+            log.info(
+                "closed a client of %s before its handler (handshake_timeout=%s s): %s",
+                self.address,
+                self._handshake_timeout,
+                exc,
+            )
+            return False
+        with self._lock:
+            if self._stopped.is_set():
+                return False  # close() began: do not start a handler now
+            self._handling.add(conn)
+        return True
 
     def _run(self, conn: Connection) -> None:
         try:
             with conn:
-                self._handler(conn)
+                if self._admit(conn):
+                    self._handler(conn)
         except ConnectionClosedError:
             pass  # the peer left, or close() ended the handler: nothing to report
         except Exception:
@@ -88,6 +205,7 @@ class Server:
         finally:
             with self._lock:
                 self._workers.pop(threading.current_thread(), None)
+                self._handling.discard(conn)
             self._slots.release()
 
     def serve_forever(self) -> None:
@@ -100,7 +218,10 @@ class Server:
             raise
 
     def close(self, timeout: float | None = 5.0) -> None:
-        """Stop accepting, wait up to ``timeout`` s for handlers, then close their connections."""
+        """Stop accepting, wait up to ``timeout`` s for handlers, then close their connections.
+
+        Clients still in their handshake or first-message wait are closed at once.
+        """
         if self._stopped.is_set():
             return
         self._stopped.set()
@@ -108,6 +229,9 @@ class Server:
         self._acceptor.join()
         with self._lock:
             workers = list(self._workers)
+            waiting = [conn for conn in self._workers.values() if conn not in self._handling]
+        for conn in waiting:
+            conn.close()  # no handler runs for it yet: nothing to let finish
         deadline = Deadline(timeout)  # one budget for all handlers
         for worker in workers:
             worker.join(deadline.remaining())
@@ -134,15 +258,9 @@ def serve(
     handler: Handler,
     *,
     max_connections: int = 64,
-    crc: bool = False,
-    framing: str | Codec = "npipes",
-    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-    allow_other_users: bool = False,
-    backlog: int = 128,
-    allow_remote: bool = False,
-    allowed_users: Sequence[str] = (),
-    security_descriptor: str | None = None,
-    authkey: bytes | None = None,
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+    idle_timeout: float | None = None,
+    **options: Unpack[ListenOptions],
 ) -> Server:
     """Listen on ``name`` and call ``handler(conn)`` in its own thread for each client.
 
@@ -150,20 +268,25 @@ def serve(
     is closed when the handler returns. Options are those of :func:`npipes.listen`.
 
     Args:
-        max_connections: handlers running at once; more clients wait to be accepted.
+        max_connections: clients served at once (in their handshake, first-message
+            wait or handler); more clients wait in the OS queue.
+        handshake_timeout: with ``authkey``, seconds a client has to complete the
+            handshake (default 5) before it is closed; it runs in the client's
+            worker, so it never delays other clients.
+        idle_timeout: seconds a new client may stay silent before it is closed
+            (logged at INFO, freeing its slot); its handler starts once its first
+            bytes arrive. None (the default) starts the handler at once and waits
+            as long as the handler does: keep None for protocols where the server
+            speaks first, set it when clients are not trusted.
     """
     if max_connections < 1:
         raise ValueError("max_connections must be at least 1")
-    listener = listen(
-        name,
-        crc=crc,
-        framing=framing,
-        max_message_size=max_message_size,
-        allow_other_users=allow_other_users,
-        backlog=backlog,
-        allow_remote=allow_remote,
-        allowed_users=allowed_users,
-        security_descriptor=security_descriptor,
-        authkey=authkey,
+    _check_timeouts(handshake_timeout, idle_timeout)
+    listener = listen(name, **options)
+    return Server(
+        listener,
+        handler,
+        max_connections,
+        handshake_timeout=handshake_timeout,
+        idle_timeout=idle_timeout,
     )
-    return Server(listener, handler, max_connections)

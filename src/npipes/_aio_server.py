@@ -1,0 +1,212 @@
+"""``npipes.aio.serve``: a ready-made asyncio server, one task per connection, bounded.
+
+Re-exported by :mod:`npipes.aio` (``Server``, ``serve``, ``Handler``); it lives
+here so the front end stays one job. Same rules as the sync server
+(:mod:`npipes.server`): the accept loop only accepts; each client's authkey
+handshake (``handshake_timeout``) and first-bytes wait (``idle_timeout``) run in
+its own task; failing accepts (``EMFILE``) are retried with pauses and logged
+at a bounded rate; ``aclose()`` lets its caller's cancellation through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Final, Self, Unpack, final
+
+from . import aio
+from .errors import ConnectionClosedError, NpipesError
+from .server import DEFAULT_HANDSHAKE_TIMEOUT, _AcceptFailures, _check_timeouts
+
+if TYPE_CHECKING:
+    from ._options import ListenOptions
+    from .aio import Connection, Listener
+
+__all__ = ["Handler", "Server", "serve"]
+
+log = logging.getLogger("npipes.server")
+
+Handler = Callable[["Connection"], Awaitable[None]]
+
+
+@final
+class Server:
+    """A running :func:`serve`: one task per connection, at most ``max_connections``."""
+
+    def __init__(
+        self,
+        listener: Listener,
+        handler: Handler,
+        max_connections: int,
+        *,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        idle_timeout: float | None = None,
+    ) -> None:
+        self.listener: Final = listener
+        self._handler = handler
+        self._handshake_timeout = handshake_timeout
+        self._idle_timeout = idle_timeout
+        self._slots = asyncio.Semaphore(max_connections)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._admitting: set[asyncio.Task[None]] = set()  # tasks not in their handler yet
+        self._connections: set[Connection] = set()
+        self._closing = False
+        self._accepting = asyncio.ensure_future(self._accept_loop())
+        self._closed = asyncio.get_running_loop().create_future()
+
+    @property
+    def address(self) -> str:
+        return self.listener.address
+
+    @property
+    def active(self) -> int:
+        """Connections being handled now (including those still in their handshake)."""
+        return len(self._tasks)
+
+    async def _accept_loop(self) -> None:
+        failures = _AcceptFailures(self.address)
+        while True:
+            await self._slots.acquire()  # bounded: stop accepting while full
+            try:
+                conn = await self.listener._accept_unauthenticated(None)
+            except (NpipesError, OSError) as exc:  # NpipesError: ConnectionClosedError...
+                self._slots.release()
+                if self.listener.closed:
+                    return
+                await asyncio.sleep(failures.failed(exc))  # EMFILE: do not spin
+                continue
+            except BaseException:
+                self._slots.release()
+                raise
+            failures.succeeded()
+            task = asyncio.ensure_future(self._run(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _admit(self, conn: Connection) -> bool:
+        """Authenticate ``conn`` and wait for its first bytes; True if its handler may run."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._admitting.add(task)
+        try:
+            await conn._authenticate(self._handshake_timeout)
+            if self._idle_timeout is not None and not await conn._wait_readable(self._idle_timeout):
+                log.info(
+                    "closed a client of %s that sent nothing within idle_timeout=%s s",
+                    self.address,
+                    self._idle_timeout,
+                )
+                return False
+        except (NpipesError, OSError) as exc:
+            log.info(
+                "closed a client of %s before its handler (handshake_timeout=%s s): %s",
+                self.address,
+                self._handshake_timeout,
+                exc,
+            )
+            return False
+        finally:
+            self._admitting.discard(task)
+        return not self._closing
+
+    async def _run(self, conn: Connection) -> None:
+        self._connections.add(conn)
+        try:
+            try:
+                if await self._admit(conn):
+                    await self._handler(conn)
+            except ConnectionClosedError:
+                pass  # the client left, or aclose() ended the handler: the normal end
+            except Exception:
+                log.exception("handler failed for a connection on %s", self.address)
+            await conn.aclose()
+        except BaseException:
+            conn.abort()  # cancelled by aclose(): do not wait to flush to a stuck client
+            raise
+        finally:
+            self._connections.discard(conn)
+            self._slots.release()  # only once the connection is closed
+
+    async def serve_forever(self) -> None:
+        """Wait until the server is closed (cancel it to close the server)."""
+        try:
+            await asyncio.shield(self._closed)
+        except asyncio.CancelledError:
+            await self.aclose()
+            raise
+
+    async def aclose(self, timeout: float | None = 5.0) -> None:  # noqa: ASYNC109
+        """Stop accepting, let handlers finish for up to ``timeout`` s, then close the rest.
+
+        Clients still in their handshake or first-message wait are closed at
+        once. Cancelling ``aclose()`` cancels every handler and re-raises.
+        """
+        if self._closed.done():
+            return
+        self._closing = True
+        await self.listener.aclose()
+        self._accepting.cancel()
+        try:
+            await asyncio.wait({self._accepting})  # unlike awaiting it, lets our cancel through
+            if not self._accepting.cancelled() and (error := self._accepting.exception()):
+                log.error("the accept loop of %s failed", self.address, exc_info=error)
+            for task in self._admitting:
+                task.cancel()  # no handler runs for it yet: nothing to let finish
+            if self._tasks:
+                _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    await asyncio.wait(pending)
+        except asyncio.CancelledError:
+            for task in self._tasks:
+                task.cancel()  # our caller stopped waiting: end the handlers now
+            raise
+        finally:
+            for conn in list(self._connections):
+                conn.abort()  # handlers are gone: nobody is left to wait for a flush
+            if not self._closed.done():
+                self._closed.set_result(None)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def serve(
+    name: str,
+    handler: Handler,
+    *,
+    max_connections: int = 256,
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+    idle_timeout: float | None = None,
+    **options: Unpack[ListenOptions],
+) -> Server:
+    """Listen on ``name`` and run ``await handler(conn)`` in its own task for each client.
+
+    At most ``max_connections`` clients are served at once (further clients
+    wait in the OS queue). A handler's exception is logged (logger
+    ``npipes.server``) and the server keeps serving. ``handshake_timeout`` and
+    ``idle_timeout`` are those of :func:`npipes.serve`; other options are those
+    of :func:`listen`.
+    """
+    if max_connections < 1:
+        raise ValueError("max_connections must be at least 1")
+    _check_timeouts(handshake_timeout, idle_timeout)
+    listener = await aio.listen(name, **options)
+    return Server(
+        listener,
+        handler,
+        max_connections,
+        handshake_timeout=handshake_timeout,
+        idle_timeout=idle_timeout,
+    )
