@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from ._framings import FRAMINGS
+from ._framings import FRAMINGS, get_codec
 from .errors import NpipesError
 from .ipc import DEFAULT_NAME, IPC
 
@@ -86,6 +86,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.peer:
                 return _demo.run_peer(args.peer)
             return _demo.run()
+        if args.crc and not get_codec(args.framing).supports_crc:
+            # Refuse before anything waits for a peer.
+            print(
+                f"npipes: --crc needs a framing with a checksum (npipes or npipes1);"
+                f" {args.framing} has none: drop --crc or choose another --framing",
+                file=sys.stderr,
+            )
+            return 2
         with IPC(args.name, timeout=args.timeout, framing=args.framing) as ipc:
             if args.command == "send":
                 ipc.send_message(args.message, crc=args.crc)

@@ -7,6 +7,22 @@ to the backend's endpoint lock), and the connection then persists so both
 sides can send and receive in any order. It is built on the public
 :func:`npipes.connect`/:func:`npipes.listen`, not on private I/O.
 
+Delivery rule (``framing="npipes"``, the default): the receiving side
+acknowledges each message before ``receive_message`` returns it, and
+``send_message`` returns only once that acknowledgement arrived. So a message
+that ``send_message`` returned from has reached a ``receive_message``, and two
+*senders* that meet (both sides calling ``send_message`` first) do not
+"succeed" into each other's unread buffers: both wait, or time out. Acks were
+chosen over a role exchange at the rendezvous because they also cover the rest
+of a persistent conversation (a side that sends and then exits while the other
+only sends too), not just its start. The wire: each message travels as a small
+header frame and the message frame; each acknowledgement is one small frame
+(see ``_DATA``/``_ACK`` below), all ordinary npipes frames.
+
+Other framings (``npipes1`` for 1.x programs, ``lines`` for shells...) talk to
+programs that cannot acknowledge: there ``send_message`` returns once the
+message is handed to the OS, as in 1.x.
+
 If the peer goes away cleanly, the next call waits for a new peer on the same
 name (a listening side accepts again; a connecting side meets whoever comes
 next), so a long-running receiver keeps working across short-lived senders.
@@ -16,18 +32,23 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections import deque
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self, TypeVar, final
 
 from ._deadline import Deadline
 from ._frame import DEFAULT_MAX_MESSAGE_SIZE
+from ._framings import get_codec
 from .connection import Connection, Listener, connect, listen
 from .errors import (
+    ChecksumError,
     ConnectionClosedError,
     IncompleteMessageError,
     PipeInUseError,
     PipeNotFoundError,
     PipeTimeoutError,
+    ProtocolError,
 )
 
 if TYPE_CHECKING:
@@ -79,6 +100,14 @@ def rendezvous(
                 time.sleep(0.001)
 
 
+_DATA: Final = b"\x00npipes-ipc/1 message"
+"""Header frame: the next frame is a message without a CRC-32."""
+_DATA_CRC: Final = b"\x00npipes-ipc/1 message+crc"
+"""Header frame: the next frame is a message with a CRC-32."""
+_ACK: Final = b"\x00npipes-ipc/1 ack"
+"""A ``receive_message`` took the oldest message not yet acknowledged."""
+
+
 def _close_all(state: dict[str, Connection | Listener | None]) -> None:
     for key in ("conn", "listener"):
         obj = state.pop(key, None)
@@ -86,9 +115,51 @@ def _close_all(state: dict[str, Connection | Listener | None]) -> None:
             obj.close()
 
 
+def _check_crc(crc: object, codec: Codec) -> None:
+    if not isinstance(crc, bool):
+        raise TypeError(f"crc must be True or False, not {crc!r}")
+    if crc and not codec.supports_crc:
+        raise ValueError(
+            f"the {codec.name} framing has no checksum: crc=True is not available"
+            " (use framing='npipes' or 'npipes1', or leave crc off)"
+        )
+
+
+def _check_message(message: object) -> None:
+    if isinstance(message, str):
+        return
+    try:
+        view = memoryview(message)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"a message is a str or a bytes-like object (bytes, bytearray, memoryview...),"
+            f" not {type(message).__name__}"
+        ) from None
+    with view:
+        if not view.contiguous:
+            raise ValueError(
+                "a message must be one contiguous buffer; copy it first"
+                " (bytes(view), or numpy.ascontiguousarray(array))"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class _Arrived:
+    """A message read while this side waited for an acknowledgement."""
+
+    conn: Connection
+    message: bytes | str | None
+    has_crc: bool
+    error: ChecksumError | None = None
+
+
 @final
 class IPC:
     """Talk to one peer over ``name``; either side may start first.
+
+    With the default framing a message that :meth:`send_message` returned
+    from has been taken by the peer's :meth:`receive_message` (see the module
+    docstring); two sides that both send first wait, or time out.
 
     Args:
         name: pipe name shared by both sides (default ``"IPC_PIPE_DEFAULT"``, as in 1.x).
@@ -96,7 +167,11 @@ class IPC:
             including waiting for the peer; None waits as long as it takes.
         max_message_size: largest message sent or accepted, in bytes.
         framing: the wire format (``"npipes1"`` talks to npipes 1.x programs,
-            including their one-message-per-connection senders).
+            including their one-message-per-connection senders; they cannot
+            acknowledge, so with any framing but ``"npipes"`` ``send_message``
+            returns once the message is handed to the OS).
+    Raises:
+        ValueError: an unknown framing.
     """
 
     def __init__(
@@ -107,11 +182,20 @@ class IPC:
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         framing: str | Codec = "npipes",
     ) -> None:
+        codec = get_codec(framing)  # an unknown framing fails here, before any waiting
         self.name: Final = name
         self.framing: Final = framing
         self.timeout: Final = timeout
         self.max_message_size: Final = max_message_size
+        self._codec: Final = codec
+        self._acknowledged: Final = isinstance(framing, str) and framing == "npipes"
         self._message: bytes | str | None = None
+        self._closed = False
+        # Per connection (reset when the peer changes): messages sent and not yet
+        # acknowledged, and the CRC flag of a header whose message is still to come.
+        self._unacked = 0
+        self._header: bool | None = None
+        self._arrived: deque[_Arrived] = deque()
         # Shared with the finalizer, so objects are closed at exit without warnings.
         self._state: dict[str, Connection | Listener | None] = {}
         self._finalizer = weakref.finalize(self, _close_all, self._state)
@@ -127,53 +211,82 @@ class IPC:
     def send_message(self, message: Payload, crc: bool = False) -> None:
         """Send ``message`` (``str`` arrives as ``str``, bytes as ``bytes``).
 
-        When this returns, the message is handed to the OS and is delivered
-        even if this process exits right away.
+        With the default framing this returns once the peer's
+        ``receive_message`` has taken the message (it acknowledges it), so the
+        message is delivered even if this process exits right away. If the
+        peer leaves without taking it, it goes to the next peer on the name.
 
         Args:
             crc: add a CRC-32 that the receiver verifies.
         Raises:
-            PipeTimeoutError: no peer came, or it did not take the message, in time.
+            TypeError: ``message`` is not ``str`` or bytes-like, or ``crc`` not a bool.
+            ValueError: ``crc=True`` with a framing that has no checksum, or a
+                non-contiguous buffer.
+            ConnectionClosedError: this IPC was closed.
+            PipeTimeoutError: no ``receive_message`` took it in time (its
+                ``timeout`` is this IPC's). A message already handed over may
+                still be received by the peer's next ``receive_message``.
             MessageTooLargeError: above ``max_message_size``.
         """
+        _check_message(message)
+        _check_crc(crc, self._codec)
+        self._check_open()
         deadline = Deadline(self.timeout)
-        conn = self._connection(deadline)
         try:
-            conn.send(message, crc=crc, timeout=deadline.remaining())
-        except ConnectionClosedError:
-            # The peer we had left; the message did not go out. Meet the next one.
-            self._drop()
+            if self._acknowledged:
+                self._send_acknowledged(message, crc, deadline)
+                return
             conn = self._connection(deadline)
-            conn.send(message, crc=crc, timeout=deadline.remaining())
+            try:
+                conn.send(message, crc=crc, timeout=deadline.remaining())
+            except ConnectionClosedError:
+                # The peer we had left; the message did not go out. Meet the next one.
+                self._drop()
+                conn = self._connection(deadline)
+                conn.send(message, crc=crc, timeout=deadline.remaining())
+        except PipeTimeoutError as exc:
+            raise self._timed_out(
+                exc, "no peer took the message", "is a receive_message running there?"
+            ) from exc
 
     def receive_message(self, crc: bool = False) -> bytes | str:
         """Wait for the next message and return it (also kept in :attr:`message`).
 
+        With the default framing the sender is told the message arrived
+        before this returns (its ``send_message`` then returns too).
+
         Args:
             crc: require a CRC-32 on the message (``ChecksumError`` if absent or wrong).
         Raises:
-            PipeTimeoutError: nothing arrived in time.
+            TypeError: ``crc`` is not a bool.
+            ValueError: ``crc=True`` with a framing that has no checksum.
+            ConnectionClosedError: this IPC was closed.
+            PipeTimeoutError: nothing arrived in time (its ``timeout`` is this IPC's).
             ChecksumError: the CRC was wrong or missing; the connection stays usable.
             IncompleteMessageError: the peer died in the middle of the message.
+            ProtocolError: the peer does not speak the IPC protocol (a plain
+                :func:`npipes.connect` peer on the default framing).
         """
+        _check_crc(crc, self._codec)
+        self._check_open()
         deadline = Deadline(self.timeout)
-        while True:
-            conn = self._connection(deadline)
-            try:
-                message = conn.recv(timeout=deadline.remaining(), crc=crc)
-            except IncompleteMessageError:
-                self._drop()
-                raise
-            except ConnectionClosedError:
-                self._drop()  # the peer left between messages: wait for the next one
-                continue
-            self._message = message
-            return message
+        try:
+            message = self._receive(crc, deadline)
+        except PipeTimeoutError as exc:
+            raise self._timed_out(exc, "no message arrived", "is a sender running?") from exc
+        self._message = message
+        return message
 
     # -- lifetime -------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection and stop listening; idempotent."""
+        """Close the connection and stop listening; idempotent.
+
+        Later calls raise :class:`ConnectionClosedError`: make a new ``IPC`` to
+        talk again.
+        """
+        self._closed = True
+        self._arrived.clear()
         _close_all(self._state)
 
     def __enter__(self) -> Self:
@@ -187,7 +300,111 @@ class IPC:
     ) -> None:
         self.close()
 
+    # -- acknowledged delivery ------------------------------------------------
+
+    def _send_acknowledged(self, message: Payload, crc: bool, deadline: Deadline) -> None:
+        while True:
+            conn = self._connection(deadline)
+            try:
+                # One call: a message above the limit fails before the header goes out.
+                conn.send_many(
+                    [_DATA_CRC if crc else _DATA, message], crc=crc, timeout=deadline.remaining()
+                )
+                self._unacked += 1
+                while self._unacked:  # acks come in order: the last one is ours
+                    self._read(conn, deadline, None)
+                return
+            except IncompleteMessageError:
+                self._drop()  # the peer died mid-way through its own message
+            except ConnectionClosedError:
+                # The peer left without acknowledging: it never returned the message
+                # from receive_message (an ack precedes that). Give it to the next peer.
+                self._drop()
+
+    def _receive(self, crc: bool, deadline: Deadline) -> bytes | str:
+        while True:
+            if self._arrived:
+                return self._take(self._arrived.popleft(), crc, deadline)
+            conn = self._connection(deadline)
+            try:
+                if self._acknowledged:
+                    self._read(conn, deadline, crc)
+                    continue  # an ack of ours, or the message now waits in _arrived
+                return conn.recv(timeout=deadline.remaining(), crc=crc)
+            except IncompleteMessageError:
+                self._drop()
+                raise
+            except ConnectionClosedError:
+                self._drop()  # the peer left between messages: wait for the next one
+
+    def _read(self, conn: Connection, deadline: Deadline, crc: bool | None) -> None:
+        """Read one unit from the peer: an ack (counted) or a message (kept in order).
+
+        ``crc`` is the caller's requirement (None while waiting for an ack: a
+        CRC that is present is still verified).
+        """
+        if self._header is None:
+            frame = conn.recv(timeout=deadline.remaining())
+            if frame == _ACK and self._unacked:
+                self._unacked -= 1
+                return
+            if frame not in (_DATA, _DATA_CRC):
+                conn.close()
+                raise ProtocolError(
+                    f"the peer on {self.name!r} does not speak the IPC protocol (it sent"
+                    f" {'an unexpected ack' if frame == _ACK else 'a message without its header'});"
+                    " use IPC on both sides, or npipes.connect/listen on both",
+                    name=self.name,
+                )
+            self._header = frame == _DATA_CRC
+        has_crc = self._header
+        try:
+            message = conn.recv(timeout=deadline.remaining(), crc=crc or None)
+        except ChecksumError as exc:
+            self._header = None
+            self._arrived.append(_Arrived(conn, None, has_crc, exc))
+            return
+        self._header = None
+        self._arrived.append(_Arrived(conn, message, has_crc))
+
+    def _take(self, arrived: _Arrived, crc: bool, deadline: Deadline) -> bytes | str:
+        """Acknowledge a message (so its sender returns), then hand it over or raise."""
+        conn = self._state.get("conn")
+        if arrived.conn is conn and not arrived.conn.closed:
+            try:
+                arrived.conn.send(_ACK, timeout=deadline.remaining())
+            except (ConnectionClosedError, PipeTimeoutError):
+                # The sender is gone or stuck; the message is here all the same, and
+                # its sender learns from the missing ack (it timed out or will).
+                self._drop()
+        if arrived.error is not None:
+            raise arrived.error
+        if crc and not arrived.has_crc:
+            raise ChecksumError(
+                "the message has no CRC-32 but crc=True requires one;"
+                " send it with crc=True, or receive with crc=False",
+                name=self.name,
+            )
+        assert arrived.message is not None
+        return arrived.message
+
     # -- internals ------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConnectionClosedError(
+                f"this IPC on {self.name!r} is closed; create a new IPC to talk again",
+                name=self.name,
+            )
+
+    def _timed_out(self, exc: PipeTimeoutError, what: str, hint: str) -> PipeTimeoutError:
+        return PipeTimeoutError(
+            f"{what} on {self.name!r} within the IPC's timeout of {self.timeout} s ({hint})",
+            timeout=self.timeout,
+            partial=exc.partial,
+            name=self.name,
+            address=exc.address,
+        )
 
     def _meet(self, deadline: Deadline) -> None:
         got = rendezvous(
@@ -209,6 +426,7 @@ class IPC:
         if conn is not None and not conn.closed:
             assert isinstance(conn, Connection)
             return conn
+        self._drop()
         if self._state.get("listener") is None:
             self._meet(deadline)
             conn = self._state.get("conn")
@@ -222,9 +440,9 @@ class IPC:
         return conn
 
     def _drop(self) -> None:
+        """Forget the current peer (a listening side keeps its listener for the next)."""
         conn = self._state.pop("conn", None)
         if conn is not None:
             conn.close()
-        if self._state.get("listener") is None:
-            return
-        # A listening side keeps its listener and accepts the next peer.
+        self._unacked = 0
+        self._header = None
