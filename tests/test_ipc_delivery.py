@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+import peers
+from helpers import finish, start
 from npipes.cli import main
-from npipes.errors import ChecksumError, ConnectionClosedError, PipeTimeoutError
+from npipes.errors import ChecksumError, ConnectionClosedError, PipeTimeoutError, ProtocolError
 from npipes.ipc import IPC
 
 PEER = str(Path(__file__).with_name("ipc_peer.py"))
@@ -289,3 +291,38 @@ def test_cli_crc_with_lines_fails_at_once(
     err = capsys.readouterr().err
     assert "--crc" in err
     assert "lines" in err
+
+
+# -- who can acknowledge --------------------------------------------------------------
+
+
+def test_acknowledge_off_talks_to_plain_peers(pipe_name: str) -> None:
+    with IPC(pipe_name, timeout=WAIT, acknowledge=False) as ipc:
+        proc = start(peers.echo, pipe_name)
+        try:
+            ipc.send_message("plain")
+            assert ipc.receive_message() == "plain"
+            ipc.send_message(b"\x00bytes")
+            assert ipc.receive_message() == b"\x00bytes"
+        finally:
+            ipc.close()
+            code = finish(proc)
+    assert code == 0
+
+
+def test_a_plain_peer_gets_a_clear_error(pipe_name: str) -> None:
+    with IPC(pipe_name, timeout=WAIT) as ipc:
+        proc = start(peers.send_then_close, pipe_name, ["not an IPC"], 1)
+        try:
+            with pytest.raises(ProtocolError, match="acknowledge=False"):
+                ipc.receive_message()
+        finally:
+            code = finish(proc)
+    assert code == 0
+
+
+def test_acknowledge_needs_the_npipes_framing(pipe_name: str) -> None:
+    with pytest.raises(ValueError, match="acknowledge=True needs framing='npipes'"):
+        IPC(pipe_name, framing="npipes1", acknowledge=True)
+    with pytest.raises(TypeError, match="acknowledge must be"):
+        IPC(pipe_name, acknowledge="yes")  # type: ignore[arg-type]

@@ -20,8 +20,9 @@ header frame and the message frame; each acknowledgement is one small frame
 (see ``_DATA``/``_ACK`` below), all ordinary npipes frames.
 
 Other framings (``npipes1`` for 1.x programs, ``lines`` for shells...) talk to
-programs that cannot acknowledge: there ``send_message`` returns once the
-message is handed to the OS, as in 1.x.
+programs that cannot acknowledge, and so does ``acknowledge=False`` (for a
+plain ``npipes.connect``/``listen`` peer): there ``send_message`` returns once
+the message is handed to the OS, as in 1.x.
 
 If the peer goes away cleanly, the next call waits for a new peer on the same
 name (a listening side accepts again; a connecting side meets whoever comes
@@ -106,6 +107,8 @@ _DATA_CRC: Final = b"\x00npipes-ipc/1 message+crc"
 """Header frame: the next frame is a message with a CRC-32."""
 _ACK: Final = b"\x00npipes-ipc/1 ack"
 """A ``receive_message`` took the oldest message not yet acknowledged."""
+_ACK_GRACE: Final = 1.0
+"""Seconds an ack may take to go out even when the call's own time is used up."""
 
 
 def _close_all(state: dict[str, Connection | Listener | None]) -> None:
@@ -167,11 +170,17 @@ class IPC:
             including waiting for the peer; None waits as long as it takes.
         max_message_size: largest message sent or accepted, in bytes.
         framing: the wire format (``"npipes1"`` talks to npipes 1.x programs,
-            including their one-message-per-connection senders; they cannot
-            acknowledge, so with any framing but ``"npipes"`` ``send_message``
-            returns once the message is handed to the OS).
+            including their one-message-per-connection senders).
+        acknowledge: the delivery rule above; the default is on for
+            ``framing="npipes"``. Off (and always with other framings, whose
+            peers cannot acknowledge), ``send_message`` returns once the
+            message is handed to the OS, as in 1.x: the peer gets it if it
+            receives, and two senders that meet can each "send" into the other.
+            Turn it off to talk to a plain :func:`npipes.connect`/:func:`npipes.listen`
+            peer on the default framing.
     Raises:
-        ValueError: an unknown framing.
+        ValueError: an unknown framing, or ``acknowledge=True`` with a framing other
+            than ``"npipes"``.
     """
 
     def __init__(
@@ -181,14 +190,25 @@ class IPC:
         timeout: float | None = None,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         framing: str | Codec = "npipes",
+        acknowledge: bool | None = None,
     ) -> None:
         codec = get_codec(framing)  # an unknown framing fails here, before any waiting
+        can_ack = isinstance(framing, str) and framing == "npipes"
+        if acknowledge is None:
+            acknowledge = can_ack
+        elif not isinstance(acknowledge, bool):
+            raise TypeError(f"acknowledge must be True, False or None, not {acknowledge!r}")
+        elif acknowledge and not can_ack:
+            raise ValueError(
+                f"acknowledge=True needs framing='npipes'; a {codec.name} peer cannot"
+                " acknowledge (leave acknowledge unset)"
+            )
         self.name: Final = name
         self.framing: Final = framing
         self.timeout: Final = timeout
         self.max_message_size: Final = max_message_size
         self._codec: Final = codec
-        self._acknowledged: Final = isinstance(framing, str) and framing == "npipes"
+        self._acknowledged: Final = acknowledge
         self._message: bytes | str | None = None
         self._closed = False
         # Per connection (reset when the peer changes): messages sent and not yet
@@ -353,7 +373,8 @@ class IPC:
                 raise ProtocolError(
                     f"the peer on {self.name!r} does not speak the IPC protocol (it sent"
                     f" {'an unexpected ack' if frame == _ACK else 'a message without its header'});"
-                    " use IPC on both sides, or npipes.connect/listen on both",
+                    " use IPC on both sides, or IPC(..., acknowledge=False) with a plain"
+                    " npipes.connect/listen peer",
                     name=self.name,
                 )
             self._header = frame == _DATA_CRC
@@ -371,8 +392,11 @@ class IPC:
         """Acknowledge a message (so its sender returns), then hand it over or raise."""
         conn = self._state.get("conn")
         if arrived.conn is conn and not arrived.conn.closed:
+            left = deadline.remaining()
             try:
-                arrived.conn.send(_ACK, timeout=deadline.remaining())
+                # A little grace past the deadline: an ack that cannot go out costs
+                # the connection (the count of acks would be off by one).
+                arrived.conn.send(_ACK, timeout=None if left is None else max(left, _ACK_GRACE))
             except (ConnectionClosedError, PipeTimeoutError):
                 # The sender is gone or stuck; the message is here all the same, and
                 # its sender learns from the missing ack (it timed out or will).
