@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import npipes
 import peers
 from helpers import finish, start
 from npipes.cli import main
@@ -326,3 +327,47 @@ def test_acknowledge_needs_the_npipes_framing(pipe_name: str) -> None:
         IPC(pipe_name, framing="npipes1", acknowledge=True)
     with pytest.raises(TypeError, match="acknowledge must be"):
         IPC(pipe_name, acknowledge="yes")  # type: ignore[arg-type]
+
+
+# -- threads ---------------------------------------------------------------------------
+
+
+def test_close_from_another_thread_ends_a_waiting_call(pipe_name: str) -> None:
+    ipc = IPC(pipe_name, timeout=WAIT)
+    errors: list[BaseException] = []
+
+    def receive() -> None:
+        try:
+            ipc.receive_message()
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            errors.append(exc)
+
+    thread = threading.Thread(target=receive)
+    thread.start()
+    time.sleep(0.2)  # lets the call start waiting; the outcome is the same if it has not
+    start = time.monotonic()
+    ipc.close()
+    thread.join(WAIT)
+    assert time.monotonic() - start < SHORT
+    assert len(errors) == 1
+    assert isinstance(errors[0], ConnectionClosedError), errors
+    with npipes.listen(pipe_name):  # nobody listens again behind our back
+        pass
+
+
+def test_two_threads_receiving_on_one_ipc_each_get_a_whole_message(
+    pipe_name: str, spawn: Callable[..., Peer]
+) -> None:
+    got: list[bytes | str] = []
+    with IPC(pipe_name, timeout=WAIT) as ipc:
+        threads = [threading.Thread(target=lambda: got.append(ipc.receive_message())) for _ in "ab"]
+        for thread in threads:
+            thread.start()
+        sender = spawn(WAIT, "send:one", "sendbytes:two")
+        assert sender.line() == "ready"
+        for thread in threads:
+            thread.join(WAIT)
+        assert sender.line() == "sent"
+        assert sender.line() == "sent"
+        _run(sender)
+    assert sorted(got, key=repr) == ["one", b"two"]

@@ -31,9 +31,11 @@ next), so a long-running receiver keeps working across short-lived senders.
 
 from __future__ import annotations
 
+import threading
 import time
 import weakref
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self, TypeVar, final
@@ -53,7 +55,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from ._framings import Codec
     from ._types import Payload
@@ -211,6 +213,9 @@ class IPC:
         self._acknowledged: Final = acknowledge
         self._message: bytes | str | None = None
         self._closed = False
+        # One call at a time: a message is two frames and its ack comes back on the
+        # same connection, so two threads reading it at once would mix them up.
+        self._call_lock = threading.Lock()
         # Per connection (reset when the peer changes): messages sent and not yet
         # acknowledged, and the CRC flag of a header whose message is still to come.
         self._unacked = 0
@@ -252,22 +257,16 @@ class IPC:
         _check_crc(crc, self._codec)
         self._check_open()
         deadline = Deadline(self.timeout)
-        try:
-            if self._acknowledged:
-                self._send_acknowledged(message, crc, deadline)
-                return
-            conn = self._connection(deadline)
+        with self._one_call(deadline):
             try:
-                conn.send(message, crc=crc, timeout=deadline.remaining())
-            except ConnectionClosedError:
-                # The peer we had left; the message did not go out. Meet the next one.
-                self._drop()
-                conn = self._connection(deadline)
-                conn.send(message, crc=crc, timeout=deadline.remaining())
-        except PipeTimeoutError as exc:
-            raise self._timed_out(
-                exc, "no peer took the message", "is a receive_message running there?"
-            ) from exc
+                if self._acknowledged:
+                    self._send_acknowledged(message, crc, deadline)
+                else:
+                    self._send_unacknowledged(message, crc, deadline)
+            except PipeTimeoutError as exc:
+                raise self._timed_out(
+                    exc, "no peer took the message", "is a receive_message running there?"
+                ) from exc
 
     def receive_message(self, crc: bool = False) -> bytes | str:
         """Wait for the next message and return it (also kept in :attr:`message`).
@@ -290,10 +289,11 @@ class IPC:
         _check_crc(crc, self._codec)
         self._check_open()
         deadline = Deadline(self.timeout)
-        try:
-            message = self._receive(crc, deadline)
-        except PipeTimeoutError as exc:
-            raise self._timed_out(exc, "no message arrived", "is a sender running?") from exc
+        with self._one_call(deadline):
+            try:
+                message = self._receive(crc, deadline)
+            except PipeTimeoutError as exc:
+                raise self._timed_out(exc, "no message arrived", "is a sender running?") from exc
         self._message = message
         return message
 
@@ -332,7 +332,7 @@ class IPC:
                 )
                 self._unacked += 1
                 while self._unacked:  # acks come in order: the last one is ours
-                    self._read(conn, deadline, None)
+                    self._read(conn, deadline)
                 return
             except IncompleteMessageError:
                 self._drop()  # the peer died mid-way through its own message
@@ -341,6 +341,16 @@ class IPC:
                 # from receive_message (an ack precedes that). Give it to the next peer.
                 self._drop()
 
+    def _send_unacknowledged(self, message: Payload, crc: bool, deadline: Deadline) -> None:
+        conn = self._connection(deadline)
+        try:
+            conn.send(message, crc=crc, timeout=deadline.remaining())
+        except ConnectionClosedError:
+            # The peer we had left; the message did not go out. Meet the next one.
+            self._drop()
+            conn = self._connection(deadline)
+            conn.send(message, crc=crc, timeout=deadline.remaining())
+
     def _receive(self, crc: bool, deadline: Deadline) -> bytes | str:
         while True:
             if self._arrived:
@@ -348,7 +358,7 @@ class IPC:
             conn = self._connection(deadline)
             try:
                 if self._acknowledged:
-                    self._read(conn, deadline, crc)
+                    self._read(conn, deadline)
                     continue  # an ack of ours, or the message now waits in _arrived
                 return conn.recv(timeout=deadline.remaining(), crc=crc)
             except IncompleteMessageError:
@@ -357,11 +367,12 @@ class IPC:
             except ConnectionClosedError:
                 self._drop()  # the peer left between messages: wait for the next one
 
-    def _read(self, conn: Connection, deadline: Deadline, crc: bool | None) -> None:
+    def _read(self, conn: Connection, deadline: Deadline) -> None:
         """Read one unit from the peer: an ack (counted) or a message (kept in order).
 
-        ``crc`` is the caller's requirement (None while waiting for an ack: a
-        CRC that is present is still verified).
+        A CRC-32 that is present is verified here; whether one was required is
+        decided when ``receive_message`` takes the message (:meth:`_take`), so
+        a message is judged the same whether it arrived during a send or a receive.
         """
         if self._header is None:
             frame = conn.recv(timeout=deadline.remaining())
@@ -380,7 +391,7 @@ class IPC:
             self._header = frame == _DATA_CRC
         has_crc = self._header
         try:
-            message = conn.recv(timeout=deadline.remaining(), crc=crc or None)
+            message = conn.recv(timeout=deadline.remaining())
         except ChecksumError as exc:
             self._header = None
             self._arrived.append(_Arrived(conn, None, has_crc, exc))
@@ -421,6 +432,18 @@ class IPC:
                 name=self.name,
             )
 
+    @contextmanager
+    def _one_call(self, deadline: Deadline) -> Iterator[None]:
+        left = deadline.remaining()
+        if not self._call_lock.acquire(timeout=-1 if left is None else left):
+            raise PipeTimeoutError(
+                "another thread's call on this IPC still runs", timeout=self.timeout
+            )
+        try:
+            yield
+        finally:
+            self._call_lock.release()
+
     def _timed_out(self, exc: PipeTimeoutError, what: str, hint: str) -> PipeTimeoutError:
         return PipeTimeoutError(
             f"{what} on {self.name!r} within the IPC's timeout of {self.timeout} s ({hint})",
@@ -446,6 +469,7 @@ class IPC:
         self._state[key] = got
 
     def _connection(self, deadline: Deadline) -> Connection:
+        self._check_open()  # close() from another thread: do not meet a new peer
         conn = self._state.get("conn")
         if conn is not None and not conn.closed:
             assert isinstance(conn, Connection)
