@@ -38,7 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("args", nargs=argparse.REMAINDER)
 
     for command, text in (
-        ("send", "send one message (either side may start first)"),
+        (
+            "send",
+            "send one message; with the default framing, wait until a receiver took it"
+            " (either side may start first)",
+        ),
         ("recv", "receive messages and print them (either side may start first)"),
     ):
         p = sub.add_parser(command, help=text)

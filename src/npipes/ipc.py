@@ -150,7 +150,7 @@ def _check_message(message: object) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Arrived:
-    """A message read while this side waited for an acknowledgement."""
+    """A message read from the peer (during a send or a receive), for ``receive_message``."""
 
     conn: Connection
     message: bytes | str | None
