@@ -4,8 +4,9 @@ It builds ``IPC(NAME, timeout=TIMEOUT)``, prints ``ready``, then runs each step
 and prints one line per step, flushing each, so a test can wait for lines
 instead of sleeping:
 
-- ``send:TEXT`` / ``sendcrc:TEXT`` / ``sendbytes:TEXT``: ``send_message`` ->
-  ``sent``, or ``timeout <exc.timeout>``, or ``error <ExceptionName>``.
+- ``send:TEXT`` / ``sendcrc:TEXT`` / ``sendbytes:TEXT`` / ``sendbig:MIB``
+  (that many MiB of bytes): ``send_message`` -> ``sent``, or
+  ``timeout <exc.timeout>``, or ``error <ExceptionName>``.
 - ``recv`` / ``recvcrc``: ``receive_message`` -> ``got <repr>``, or as above.
 - ``wait``: wait for a line on stdin (the test's go signal) -> ``go``.
 
@@ -39,6 +40,9 @@ def main(argv: list[str]) -> None:
                 _say("sent")
             elif action == "sendbytes":
                 ipc.send_message(text.encode())
+                _say("sent")
+            elif action == "sendbig":
+                ipc.send_message(bytes(int(text) << 20))
                 _say("sent")
             elif action in ("recv", "recvcrc"):
                 _say(f"got {ipc.receive_message(crc=action == 'recvcrc')!r}")

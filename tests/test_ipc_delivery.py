@@ -197,6 +197,20 @@ def test_both_sending_first_time_out_without_hanging(spawn: Callable[..., Peer])
     _run(a, b)
 
 
+def test_two_senders_of_big_messages_time_out_without_hanging(
+    spawn: Callable[..., Peer],
+) -> None:
+    # 32 MiB each way fills every socket buffer: both block in the send itself.
+    a = spawn(SHORT, "sendbig:32")
+    b = spawn(SHORT, "sendbig:32")
+    assert a.line() == "ready"
+    assert b.line() == "ready"
+    start = time.monotonic()
+    assert {a.line(), b.line()} == {f"timeout {SHORT}"}
+    assert time.monotonic() - start < SHORT + 20  # generous: the machine may be loaded
+    _run(a, b)
+
+
 def test_long_running_receiver_across_senders(pipe_name: str, spawn: Callable[..., Peer]) -> None:
     with IPC(pipe_name, timeout=WAIT) as ipc:
         for text in ("one", "two", "three"):
