@@ -197,6 +197,22 @@ def test_both_sending_first_time_out_without_hanging(spawn: Callable[..., Peer])
     _run(a, b)
 
 
+def test_a_receiver_killed_before_receiving_does_not_swallow_the_message(
+    spawn: Callable[..., Peer],
+) -> None:
+    sender = spawn(WAIT, "send:keep me")  # first: it listens
+    assert sender.line() == "ready"
+    doomed = spawn(WAIT, "wait", "recv")  # connects, never receives
+    assert doomed.line() == "ready"
+    doomed.proc.kill()
+    doomed.proc.wait()
+    receiver = spawn(WAIT, "recv")
+    assert receiver.line() == "ready"
+    assert receiver.line() == "got 'keep me'"
+    assert sender.line() == "sent"
+    _run(sender, receiver)
+
+
 @pytest.mark.xfail(
     sys.platform != "win32",
     reason="issue 10 section 3: UnixStream.send (src/npipes/_backend/unix.py) catches its own"
