@@ -12,7 +12,9 @@ import json
 import os
 import resource
 import socket
+import stat
 import sys
+import tempfile
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -23,6 +25,27 @@ if TYPE_CHECKING:
 WAIT = 30.0
 SQUATTER = 4242
 """An unused uid: the "other local user" of the attack tests."""
+
+
+def _reachable_by_all(path: str) -> bool:
+    """Whether every user can traverse ``path`` and its parents."""
+    path = os.path.realpath(path)
+    while True:
+        if not os.stat(path).st_mode & stat.S_IXOTH:
+            return False
+        parent = os.path.dirname(path)
+        if parent == path:
+            return True
+        path = parent
+
+
+def shared_base() -> str | None:
+    """A directory other users can reach: the temp dir, else /tmp and friends (TMPDIR
+    may be a private 0700 directory, where another uid cannot follow)."""
+    for base in (tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm"):
+        if os.path.isdir(base) and _reachable_by_all(base):
+            return base
+    return None
 
 
 def become(uid: int) -> None:
@@ -37,9 +60,11 @@ def squat(
     path: str,
     results: multiprocessing.queues.Queue[tuple[Any, ...]],
     clients: int = 1,
+    accept_timeout: float = WAIT,
 ) -> None:
     """As another user: create ``directory`` (open to all) if given, listen at ``path``
-    (mode 0666), and report every byte each of the first ``clients`` clients sends.
+    (mode 0666), and report every byte each of the first ``clients`` clients sends
+    (or "no client" after ``accept_timeout`` s).
 
     This is the attack of issue 10 §2: the squatter gets there before the victim's
     own listener and waits for the victim's client.
@@ -52,7 +77,7 @@ def squat(
     listener.bind(path)
     os.chmod(path, 0o666)
     listener.listen(8)
-    listener.settimeout(WAIT)
+    listener.settimeout(accept_timeout)
     results.put(("ready",))
     for _ in range(clients):
         try:

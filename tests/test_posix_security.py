@@ -11,7 +11,6 @@ import asyncio
 import os
 import shutil
 import socket
-import stat
 import tempfile
 import threading
 import time
@@ -38,24 +37,12 @@ needs_root = pytest.mark.skipif(
 )
 
 
-def _reachable_by_all(path: str) -> bool:
-    """Whether every user can traverse ``path`` and its parents."""
-    path = os.path.realpath(path)
-    while True:
-        if not os.stat(path).st_mode & stat.S_IXOTH:
-            return False
-        parent = os.path.dirname(path)
-        if parent == path:
-            return True
-        path = parent
-
-
 def shared_base() -> str:
-    """A directory other users can reach: the temp dir, or /tmp when TMPDIR is private."""
-    for base in (tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm"):
-        if os.path.isdir(base) and _reachable_by_all(base):
-            return base
-    pytest.skip("no directory here is reachable by other users (TMPDIR and /tmp are private)")
+    """A directory other users can reach (the temp dir, or /tmp when TMPDIR is private)."""
+    base = posix_peers.shared_base()
+    if base is None:
+        pytest.skip("no directory here is reachable by other users (TMPDIR and /tmp are private)")
+    return base
 
 
 @pytest.fixture
@@ -80,10 +67,12 @@ def open_dir() -> Iterator[Path]:
     shutil.rmtree(path)
 
 
-def _squat(directory: Path | None, path: Path, clients: int = 1) -> tuple[Any, Any]:
+def _squat(
+    directory: Path | None, path: Path, clients: int = 1, accept_timeout: float = WAIT
+) -> tuple[Any, Any]:
     results = CTX.Queue()
     where = None if directory is None else str(directory)
-    proc = start(posix_peers.squat, where, str(path), results, clients)
+    proc = start(posix_peers.squat, where, str(path), results, clients, accept_timeout)
     return proc, results
 
 
@@ -120,7 +109,9 @@ def test_waiting_client_never_talks_to_a_squatted_private_dir(
     thread = threading.Thread(target=client)
     thread.start()
     time.sleep(0.3)  # let the client start waiting (if it is late, it must refuse anyway)
-    proc, results = _squat(Path(address.private_dir), Path(address.path))
+    # The client is done before the squatter looks: a connection it made is queued
+    # by then, so a short accept timeout misses nothing.
+    proc, results = _squat(Path(address.private_dir), Path(address.path), accept_timeout=3.0)
     assert results.get(timeout=WAIT) == ("ready",)
     thread.join(WAIT)
     assert len(outcome) == 1
