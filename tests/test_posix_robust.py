@@ -339,3 +339,50 @@ def test_accept_out_of_descriptors_waits_without_spinning(pipe_name: str, flavou
     assert result["freed_first"] is True
     # It waited about a second for descriptors; a spinning loop would use that much CPU.
     assert result["cpu"] < 0.5 * result["wall"], result
+
+
+# -- very long timeouts ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("timeout", [30 * 86400.0, float("inf")], ids=["30-days", "inf"])
+def test_very_long_timeouts_wait_and_wake(pipe_name: str, timeout: float) -> None:
+    """poll() takes an int of ms: a 30-day or infinite deadline must not overflow it."""
+    from npipes._backend.fifo import open_fifo
+
+    listener = listen(resolve(pipe_name), ListenOptions())
+    fifo = open_fifo(
+        resolve(pipe_name, suffix=".fifo"), write=False, deadline=Deadline(WAIT), create=True
+    )
+    try:
+        stream = connect(resolve(pipe_name), Deadline(timeout), wait_for_listener=True)
+        server = listener.accept(Deadline(timeout))
+        outcomes: list[BaseException] = []
+
+        def wait(call: object) -> None:
+            try:
+                call()  # type: ignore[operator]
+            except BaseException as exc:  # noqa: BLE001 - checked below
+                outcomes.append(exc)
+
+        buffer = memoryview(bytearray(10))
+        calls = [
+            lambda: stream.recv_into(buffer, Deadline(timeout)),
+            lambda: fifo.recv_into(buffer, Deadline(timeout)),
+            lambda: listener.accept(Deadline(timeout)),
+        ]
+        threads = [threading.Thread(target=wait, args=(call,)) for call in calls]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)  # let them block (if one is late, it sees the close at once)
+        server.send([b"x" * 5], Deadline(timeout))
+        threads[0].join(WAIT)
+        fifo.close()
+        listener.close()
+        for thread in threads:
+            thread.join(WAIT)
+        assert [type(exc) for exc in outcomes] == [ConnectionClosedError] * 2, outcomes
+        stream.close()
+        server.close()
+    finally:
+        fifo.close()
+        listener.close()

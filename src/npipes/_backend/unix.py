@@ -334,8 +334,9 @@ def _probe_live(path: str) -> bool:
         probe.close()
 
 
-_listening_here: set[str] = set()
-"""Socket paths this process listens on (to tell "you already listen" from "someone else does")."""
+_listening_here: dict[str, int] = {}
+"""Socket path -> pid of its listener in this process (to tell "you already listen" from
+"someone else does"; the pid, because a forked child inherits this table)."""
 _listening_lock = threading.Lock()
 
 
@@ -398,7 +399,7 @@ def _lock_endpoint(path: str) -> int:
         except BlockingIOError:
             os.close(fd)
             with _listening_lock:
-                here = path in _listening_here
+                here = _listening_here.get(path) == os.getpid()
             if here:
                 raise PipeInUseError(
                     f"this process already listens on {path} (a listener not yet closed);"
@@ -502,7 +503,7 @@ class UnixListener:
             self._undo()
             raise
         with _listening_lock:
-            _listening_here.add(self._address)
+            _listening_here[self._address] = self._pid
         self._closed = False
 
     def _undo(self) -> None:
@@ -666,7 +667,7 @@ class UnixListener:
                 with contextlib.suppress(OSError):  # pipe full: a wake-up is pending anyway
                     os.write(self._wake_w, b"x")
                 with _listening_lock:
-                    _listening_here.discard(self._address)
+                    _listening_here.pop(self._address, None)
             self._unlink_if_ours()
             self.listening_socket.close()
             self._release_lock()
