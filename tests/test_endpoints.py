@@ -21,6 +21,7 @@ import pytest
 
 import npipes
 import peers
+import posix_peers
 from helpers import CTX, finish, start
 from npipes import (
     ChecksumError,
@@ -338,8 +339,14 @@ def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 @pytest.fixture
 def open_dir() -> Iterator[Path]:
-    """A directory every user can enter, for sockets named by absolute path."""
-    path = Path(tempfile.mkdtemp(prefix="npx"))
+    """A directory every user can enter, for sockets named by absolute path.
+
+    Not under a private TMPDIR (0700): another uid could not reach it there.
+    """
+    base = posix_peers.shared_base()
+    if base is None:
+        pytest.skip("no directory here is reachable by other users (TMPDIR and /tmp are private)")
+    path = Path(tempfile.mkdtemp(prefix="npx", dir=base))
     path.chmod(0o755)
     yield path
     shutil.rmtree(path)

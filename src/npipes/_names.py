@@ -6,6 +6,11 @@ private per-user directory, ``$XDG_RUNTIME_DIR/npipes`` when that is set and
 usable, else ``<tempdir>/npipes-<uid>``. An absolute path (POSIX) or a full
 ``\\\\.\\pipe\\...`` name (Windows) is used as given. Anything else raises
 :class:`InvalidPipeNameError` naming the rule it breaks.
+
+A bare name is private to its user on POSIX: the directory is 0700, and
+another user's bare name resolves to that user's own directory. Endpoints
+other users must reach (``allow_other_users=True``) take an absolute path in
+a directory they can enter; the backend refuses a bare name for them.
 """
 
 from __future__ import annotations

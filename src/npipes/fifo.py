@@ -96,8 +96,14 @@ def open_writer(
 ) -> Connection:
     """Open an existing FIFO for writing, waiting up to ``timeout`` s for a reader.
 
+    The writer checks what it opens as a listener does: the private directory
+    (bare names), no symlink, a FIFO owned by you (or root), so another user
+    cannot plant a FIFO and read what you write.
+
     Raises:
         PipeNotFoundError: no FIFO, or no reader came in time.
+        PipePermissionError: the directory is unsafe, or the path is a symlink,
+            not a FIFO, or another user's FIFO.
     """
     return _open(
         name,

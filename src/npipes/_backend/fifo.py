@@ -6,6 +6,11 @@ temporary umask, so it never exists with wider access) in the same private
 sees no end-of-file between two writers (``echo a > p; echo b > p``); it ends
 when closed. Writes of at most PIPE_BUF bytes are atomic: frames that small
 from several writers never interleave; larger ones can.
+
+Both ends open the FIFO with ``O_NOFOLLOW`` and check what they opened
+(``fstat``): a FIFO owned by you (a writer also accepts root's), in a private
+directory that passes the listeners' checks, so another user cannot plant a
+FIFO, or a symlink to one, and read what a writer sends.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ if TYPE_CHECKING:
 
 assert sys.platform != "win32"  # before importing unix.py, so mypy --platform win32 skips us
 
-from .unix import _poll, ensure_private_dir, write_all  # noqa: E402
+from .unix import _poll, ensure_private_dir, wait_ms, write_all  # noqa: E402
 
 __all__ = ["PIPE_BUF", "FifoStream", "make_fifo", "open_fifo"]
 
@@ -87,6 +92,7 @@ class FifoStream:
         self._readable = readable
         self._path = path
         self._closed = False
+        self._pid = os.getpid()  # close() in a forked child must not wake the parent's reader
         self._wake_r, self._wake_w = os.pipe()
 
     @property
@@ -108,7 +114,7 @@ class FifoStream:
                 pass
             except OSError as exc:
                 raise translate_os_error(exc, "read", address=self._path) from exc
-            if not poller.poll(deadline.remaining_ms()):
+            if not poller.poll(wait_ms(deadline)) and deadline.expired():
                 raise PipeTimeoutError(
                     f"recv timed out after {deadline.timeout} s", timeout=deadline.timeout
                 )
@@ -125,6 +131,8 @@ class FifoStream:
                 lambda views: os.writev(fd, views),
                 lambda: _poll(fd, select.POLLOUT, deadline, "send"),
             )
+        except PipeTimeoutError:
+            raise  # a TimeoutError is an OSError: keep it (and its ``partial``) as it is
         except OSError as exc:
             raise translate_os_error(exc, "write", address=self._path) from exc
 
@@ -132,8 +140,9 @@ class FifoStream:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")  # wakes a reader blocked in another thread
+        if os.getpid() == self._pid:  # the wake-up pipe is shared with a forked parent
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")  # wakes a reader blocked in another thread
         for fd in (self._fd, self._keep_open, self._wake_r, self._wake_w):
             if fd >= 0:
                 with contextlib.suppress(OSError):
@@ -145,36 +154,95 @@ class FifoStream:
             self.close()
 
 
+def _open_checked(path: str, flags: int, *, trusted: tuple[int, ...]) -> int:
+    """Open the FIFO at ``path`` without following a symlink; check it is a FIFO owned
+    by a ``trusted`` uid. Returns the descriptor.
+
+    Raises:
+        PipePermissionError: a symlink, not a FIFO, or another user's FIFO.
+        OSError: the open failed otherwise (ENXIO: no reader yet).
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW met a symlink (EMLINK: BSD)
+            raise PipePermissionError(
+                f"{path} is a symlink; npipes opens only the FIFO itself. Remove it or"
+                " give the FIFO's real path.",
+                address=path,
+            ) from exc
+        raise
+    try:
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISFIFO(st.st_mode) or st.st_uid not in trusted:
+        os.close(fd)
+        what = (
+            "is not a FIFO"
+            if not stat.S_ISFIFO(st.st_mode)
+            else (
+                f"belongs to uid {st.st_uid}, not to you (uid {os.getuid()});"
+                " another user could read what you write"
+            )
+        )
+        raise PipePermissionError(f"{path} {what}; remove it or use another name", address=path)
+    return fd
+
+
 def open_fifo(address: Address, *, write: bool, deadline: Deadline, create: bool) -> FifoStream:
     """Open the FIFO of ``address`` for reading or writing.
 
     A writer waits (up to the deadline) for a reader to open the FIFO, since
     writing to a FIFO nobody reads fails; a reader does not wait for writers.
+    Both check the private directory (bare names) and what they opened.
 
     Raises:
         PipeNotFoundError: no FIFO there (and not creating it), or no reader
             came in time for a writer.
+        PipePermissionError: the directory is not safe, or the path is a
+            symlink, not a FIFO, or another user's.
     """
-    path = make_fifo(address) if create else address.path
-    if not create:
+    me = os.getuid()
+    if create:
+        path = make_fifo(address)
+    else:
+        path = address.path
+        if address.private_dir is not None:
+            ensure_private_dir(address.private_dir, create=False)
         try:
-            st = os.lstat(path)
+            os.lstat(path)
         except FileNotFoundError as exc:
             raise PipeNotFoundError(
                 f"no FIFO at {path}; create it with npipes.fifo.open_reader first",
                 address=path,
             ) from exc
-        if not stat.S_ISFIFO(st.st_mode):
-            raise PipePermissionError(f"{path} is not a FIFO", address=path)
     if not write:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        keep = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fd = _open_checked(path, os.O_RDONLY | os.O_NONBLOCK, trusted=(me,))
+            try:
+                keep = _open_checked(path, os.O_WRONLY | os.O_NONBLOCK, trusted=(me,))
+                if not os.path.samestat(os.fstat(fd), os.fstat(keep)):
+                    os.close(keep)
+                    raise PipePermissionError(
+                        f"{path} was replaced while it was opened; try again", address=path
+                    )
+            except BaseException:
+                os.close(fd)
+                raise
+        except OSError as exc:
+            if isinstance(exc, PipePermissionError):
+                raise
+            raise translate_os_error(exc, "open FIFO", address=path) from exc
         return FifoStream(fd, readable=True, path=path, keep_open=keep)
     pause = 0.001
     while True:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = _open_checked(path, os.O_WRONLY | os.O_NONBLOCK, trusted=(me, 0))
             return FifoStream(fd, readable=False, path=path)
+        except PipePermissionError:
+            raise
         except OSError as exc:
             if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
                 raise translate_os_error(exc, "open FIFO", address=path) from exc

@@ -14,6 +14,14 @@ Strategy:
   lifetime) decides which of two racing processes listens; a socket file
   whose owner died is detected (connect refused) and replaced; a live one
   never is. On close, the socket file is removed only if it is still ours.
+- A client checks what it reaches: the private directory before every try
+  (another user may create it while the client waits) and, once connected,
+  the listener's uid (SO_PEERCRED): yours, root's, or one the caller allowed.
+- Fork: every object remembers the pid that created it. In another process
+  (a forked child) ``close()`` only closes the descriptors: no ``shutdown``
+  (it would cut the parent's connection), no unlink, no wake-up write.
+- Waits are ``poll`` calls of at most an hour each, looped until the
+  deadline, so any timeout (30 days, infinity) works.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import math
 import os
 import select
 import socket
@@ -37,8 +46,10 @@ from typing import TYPE_CHECKING, Final, final
 from npipes._names import SUN_PATH_MAX
 from npipes.errors import (
     ConnectionClosedError,
+    InvalidPipeNameError,
     NpipesError,
     PipeInUseError,
+    PipeNotFoundError,
     PipePermissionError,
     PipeTimeoutError,
     translate_os_error,
@@ -54,13 +65,19 @@ if TYPE_CHECKING:
 assert sys.platform != "win32"
 
 __all__ = [
+    "ACCEPT_LATER_ERRNOS",
+    "ACCEPT_PAUSE",
     "UnixListener",
     "UnixStream",
+    "check_listener_uid",
     "connect",
     "connect_failed",
+    "finish_connect",
     "listen",
     "new_socket",
     "peer_credentials",
+    "start_connect",
+    "wait_ms",
     "write_all",
 ]
 
@@ -72,6 +89,12 @@ _SEND_FLAGS_NOWAIT: Final = _MSG_NOSIGNAL | socket.MSG_DONTWAIT
 # report the real error.
 _READY_IN: Final = select.POLLIN | select.POLLHUP | select.POLLERR | select.POLLNVAL
 _READY_OUT: Final = select.POLLOUT | select.POLLHUP | select.POLLERR | select.POLLNVAL
+_MAX_WAIT: Final = 3600.0  # seconds per poll(); longer waits loop (poll takes an int of ms)
+# accept() errors that mean "out of a resource for now", not "the listener broke":
+# wait and retry, like trio's SocketListener (closing descriptors elsewhere frees them).
+ACCEPT_LATER_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_PAUSE: Final = 0.1
+"""Seconds an accept waits before retrying when out of descriptors or memory."""
 
 
 def peer_credentials(sock: socket.socket) -> PeerInfo:
@@ -97,15 +120,28 @@ def _getpeereid(sock: socket.socket) -> tuple[int | None, int | None]:  # pragma
     return None, None
 
 
+def wait_ms(deadline: Deadline, cap: float = _MAX_WAIT) -> int:
+    """What to pass to ``poll()`` now: ms left (rounded up, at most ``cap`` s), -1 for none.
+
+    Callers loop until the deadline has expired, so a long (or infinite)
+    timeout never overflows poll() and a wait that returns early is retried.
+    """
+    left = deadline.remaining()
+    if left is None:
+        return -1 if cap >= _MAX_WAIT else math.ceil(cap * 1000)
+    return math.ceil(min(left, cap) * 1000)
+
+
 def _poll(sock: socket.socket | int, events: int, deadline: Deadline, what: str) -> None:
     """Wait until ``sock`` (or a file descriptor) is ready for ``events``, or raise
     PipeTimeoutError."""
     poller = select.poll()
     poller.register(sock, events)
-    if not poller.poll(deadline.remaining_ms()):
-        raise PipeTimeoutError(
-            f"{what} timed out after {deadline.timeout} s", timeout=deadline.timeout
-        )
+    while not poller.poll(wait_ms(deadline)):
+        if deadline.expired():
+            raise PipeTimeoutError(
+                f"{what} timed out after {deadline.timeout} s", timeout=deadline.timeout
+            )
 
 
 def write_all(
@@ -150,6 +186,7 @@ class UnixStream:
         self._peer = peer
         self._address = address
         self._closed = False
+        self._pid = os.getpid()  # close() in a forked child must not shut the parent's down
         self.message_mode = False
         """A byte stream: no message boundaries."""
         self.message_end = True
@@ -163,8 +200,10 @@ class UnixStream:
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    def _error(self, exc: OSError, what: str) -> NpipesError:
-        if self._closed:
+    def _error(self, exc: OSError | ValueError, what: str) -> NpipesError:
+        # ValueError: close() from another thread ran between two steps, so the
+        # socket's descriptor is already -1 (poll.register refuses it).
+        if self._closed or isinstance(exc, ValueError):
             return ConnectionClosedError("the connection was closed", address=self._address)
         return translate_os_error(exc, what, address=self._address)
 
@@ -187,7 +226,7 @@ class UnixStream:
             # away with data it never read: it is still the end of the stream, and
             # the decoder tells a clean close from a half-received message.
             count = 0
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise self._error(exc, "recv") from exc
         if count == 0 and self._closed:
             raise ConnectionClosedError("the connection was closed", address=self._address)
@@ -211,16 +250,20 @@ class UnixStream:
 
         try:
             write_all(buffers, write, lambda: _poll(sock, _READY_OUT, deadline, "send"))
-        except OSError as exc:
+        except PipeTimeoutError:
+            raise  # a TimeoutError is an OSError: keep it (and its ``partial``) as it is
+        except (OSError, ValueError) as exc:
             raise self._error(exc, "send") from exc
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        # shutdown() wakes a recv blocked in another thread; close() alone does not.
-        with contextlib.suppress(OSError):  # already disconnected
-            self._sock.shutdown(socket.SHUT_RDWR)
+        if os.getpid() == self._pid:
+            # shutdown() wakes a recv blocked in another thread; close() alone does
+            # not. Not in a forked child: it would end the parent's connection too.
+            with contextlib.suppress(OSError):  # already disconnected
+                self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
 
     def __del__(self) -> None:
@@ -271,42 +314,108 @@ def ensure_private_dir(path: str, *, create: bool) -> None:
 
 
 def _probe_live(path: str) -> bool:
-    """True if something accepts connections at ``path``; False if stale or absent."""
+    """True if something accepts connections at ``path``; False if stale or absent.
+
+    Raises:
+        OSError: the probe itself failed (e.g. EMFILE): we cannot tell, so the
+            caller must not replace the file.
+    """
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        probe.settimeout(1.0)
+        probe.setblocking(False)
         probe.connect(path)
     except (ConnectionRefusedError, FileNotFoundError):
         return False
-    except TimeoutError:
-        return True  # alive, backlog full
-    except OSError as exc:
-        return exc.errno == errno.EAGAIN  # EAGAIN: alive, backlog full
+    except BlockingIOError:
+        return True  # EAGAIN: alive, backlog full
     else:
         return True
     finally:
         probe.close()
 
 
+_listening_here: dict[str, int] = {}
+"""Socket path -> pid of its listener in this process (to tell "you already listen" from
+"someone else does"; the pid, because a forked child inherits this table)."""
+_listening_lock = threading.Lock()
+
+
+def _missing_parent(path: str) -> PipeNotFoundError:
+    parent = os.path.dirname(path) or "."
+    return PipeNotFoundError(
+        f"cannot listen on {path}: the directory {parent} does not exist; create it first"
+        " (npipes creates only its own private directory, for bare names)",
+        address=path,
+    )
+
+
+def _open_lock_file(lock_path: str) -> int:
+    """Open (creating 0600) the lock file, refusing a symlink or a file that is not ours.
+
+    The lock file may sit in a directory other users can write (an absolute
+    path the caller chose): a planted symlink would make us create or lock a
+    file elsewhere, a planted file would let its owner hold our lock.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(lock_path, flags, 0o600)
+    except FileNotFoundError as exc:
+        raise _missing_parent(lock_path[: -len(".lock")]) from exc
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW met a symlink (EMLINK: BSD)
+            raise PipePermissionError(
+                f"the lock file {lock_path} is a symlink (perhaps planted by another user);"
+                " npipes does not follow it. Remove it, or listen in a private directory.",
+                address=lock_path,
+            ) from exc
+        raise translate_os_error(exc, "create lock file", address=lock_path) from exc
+    try:
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+        os.close(fd)
+        what = (
+            "is not a regular file"
+            if not stat.S_ISREG(st.st_mode)
+            else (f"belongs to uid {st.st_uid}, not to you (uid {os.getuid()})")
+        )
+        raise PipePermissionError(
+            f"the lock file {lock_path} {what}; another user may have planted it."
+            " Remove it, or listen in a private directory.",
+            address=lock_path,
+        )
+    return fd
+
+
 def _lock_endpoint(path: str) -> int:
     """Take the advisory lock of ``path`` for this listener's lifetime; return its fd."""
     lock_path = path + ".lock"
     while True:
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise translate_os_error(exc, "create lock file", address=lock_path) from exc
+        fd = _open_lock_file(lock_path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            with _listening_lock:
+                here = _listening_here.get(path) == os.getpid()
+            if here:
+                raise PipeInUseError(
+                    f"this process already listens on {path} (a listener not yet closed);"
+                    " close it first or use another name",
+                    address=path,
+                ) from None
             raise PipeInUseError(
                 f"another process is listening on {path}; pick another name or stop it",
                 address=path,
             ) from None
+        except BaseException:
+            os.close(fd)
+            raise
         # A closing listener unlinks the lock file: make sure ours is the live one.
         try:
-            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+            same = os.lstat(lock_path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
             same = False
         if same:
@@ -359,20 +468,52 @@ class UnixListener:
         self._address = address.path
         self._options = options
         self._uid = os.getuid()
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._waiters = 0
+        self._lock_fd = self._wake_r = self._wake_w = -1
+        self._sock: socket.socket | None = None
+        self._inode = -1
+        if options.allow_other_users and address.private_dir is not None:
+            raise InvalidPipeNameError(
+                f"allow_other_users=True needs an absolute path other users can reach, not the"
+                f" bare name {address.name!r}: a bare name lives in your private per-user"
+                f" directory {address.private_dir} (0700), and another user's bare name"
+                " resolves to their own directory. Listen on e.g. /run/APP/NAME.sock (a"
+                " directory they can enter) and give them that path.",
+                name=address.name,
+            )
         if address.private_dir is not None:
             ensure_private_dir(address.private_dir, create=True)
-        self._lock_fd = _lock_endpoint(self._address)
-        try:
+        elif not os.path.isdir(os.path.dirname(self._address) or "."):
+            raise _missing_parent(self._address)
+        try:  # every step undoes the ones before it if it fails (EMFILE, Ctrl+C...)
+            self._lock_fd = _lock_endpoint(self._address)
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_w, False)
             self._sock = self._bind(options)
             self._inode = os.stat(self._address).st_ino
-        except BaseException:
-            self._release_lock()
+        except NpipesError:  # an OSError too: keep it as it is
+            self._undo()
             raise
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
+        except OSError as exc:
+            self._undo()
+            raise translate_os_error(exc, "listen", address=self._address) from exc
+        except BaseException:
+            self._undo()
+            raise
+        with _listening_lock:
+            _listening_here[self._address] = self._pid
         self._closed = False
+
+    def _undo(self) -> None:
+        """Release what a failed ``__init__`` had taken."""
+        if self._sock is not None:
+            self._unlink_if_ours()
+            self._sock.close()
+        self._close_wake()
+        if self._lock_fd >= 0:
+            self._release_lock()
 
     def _bind(self, options: ListenOptions) -> socket.socket:
         path = self._address
@@ -398,9 +539,6 @@ class UnixListener:
             mode = 0o666 if options.allow_other_users else 0o600
             _bind_private(sock, path, mode, options.backlog)
             sock.setblocking(False)
-        except OSError as exc:
-            sock.close()
-            raise translate_os_error(exc, "listen", address=path) from exc
         except BaseException:
             sock.close()
             raise
@@ -420,29 +558,32 @@ class UnixListener:
                 raise ConnectionClosedError("the listener is closed", address=self._address)
             self._waiters += 1
         try:
+            listening = self.listening_socket
             poller = select.poll()
-            poller.register(self._sock, select.POLLIN)
+            poller.register(listening, select.POLLIN)
             poller.register(self._wake_r, select.POLLIN)
+            wake_only = select.poll()
+            wake_only.register(self._wake_r, select.POLLIN)
             while True:
-                ready = poller.poll(deadline.remaining_ms())
-                if self.closed:  # close() from another thread woke us
-                    raise ConnectionClosedError("the listener was closed", address=self._address)
+                ready = poller.poll(wait_ms(deadline))
+                self._raise_if_closed()  # close() from another thread woke us
                 if not ready:
-                    raise PipeTimeoutError(
-                        f"no client connected to {self._address} within {deadline.timeout} s",
-                        timeout=deadline.timeout,
-                        address=self._address,
-                    )
+                    self._raise_if_expired(deadline)
+                    continue
                 try:
-                    sock, _ = self._sock.accept()
-                except BlockingIOError:
-                    continue  # another thread took it
+                    sock, _ = listening.accept()
+                except (BlockingIOError, ConnectionAbortedError):
+                    continue  # another thread took it, or the client left
                 except OSError as exc:
-                    if self._closed:
-                        raise ConnectionClosedError(
-                            "the listener was closed", address=self._address
-                        ) from exc
-                    raise translate_os_error(exc, "accept", address=self._address) from exc
+                    self._raise_if_closed(exc)
+                    if exc.errno not in ACCEPT_LATER_ERRNOS:
+                        raise translate_os_error(exc, "accept", address=self._address) from exc
+                    # Out of descriptors (or memory): the client stays queued. Wait
+                    # (close() still wakes us) and retry, without spinning or raising.
+                    wake_only.poll(wait_ms(deadline, ACCEPT_PAUSE))
+                    self._raise_if_closed()
+                    self._raise_if_expired(deadline)
+                    continue
                 peer = self.admit(sock)
                 if peer is not None:
                     return UnixStream(sock, peer, self._address)
@@ -452,9 +593,22 @@ class UnixListener:
                 if self._waiters == 0 and self.closed:
                     self._close_wake()
 
+    def _raise_if_closed(self, exc: BaseException | None = None) -> None:
+        if self._closed:
+            raise ConnectionClosedError("the listener was closed", address=self._address) from exc
+
+    def _raise_if_expired(self, deadline: Deadline) -> None:
+        if deadline.expired():
+            raise PipeTimeoutError(
+                f"no client connected to {self._address} within {deadline.timeout} s",
+                timeout=deadline.timeout,
+                address=self._address,
+            )
+
     @property
     def listening_socket(self) -> socket.socket:
         """The listening socket (non-blocking), for the asyncio front end."""
+        assert self._sock is not None, "set in __init__"
         return self._sock
 
     def admit(self, sock: socket.socket) -> PeerInfo | None:
@@ -472,35 +626,52 @@ class UnixListener:
 
     def _close_wake(self) -> None:
         for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         self._wake_r = self._wake_w = -1
 
     def _release_lock(self) -> None:
-        lock_path = self._address + ".lock"
+        if os.getpid() == self._pid:  # a forked child leaves the parent's lock file alone
+            lock_path = self._address + ".lock"
+            try:
+                if os.lstat(lock_path).st_ino == os.fstat(self._lock_fd).st_ino:
+                    os.unlink(lock_path)
+            except OSError:
+                pass
+        os.close(self._lock_fd)
+        self._lock_fd = -1
+
+    def _unlink_if_ours(self) -> None:
+        """Remove the socket file if it is still the one we bound (same inode), in our pid."""
+        if os.getpid() != self._pid:
+            return
         try:
-            if os.stat(lock_path).st_ino == os.fstat(self._lock_fd).st_ino:
-                os.unlink(lock_path)
+            if os.lstat(self._address).st_ino == self._inode:
+                os.unlink(self._address)
         except OSError:
             pass
-        os.close(self._lock_fd)
 
     def close(self) -> None:
+        """Stop listening and remove the socket file (in the creating process only).
+
+        In a forked child this only closes the descriptors: the parent keeps its
+        endpoint, its lock and its pending accepts.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            with contextlib.suppress(OSError):  # pipe full: a wake-up is pending anyway
-                os.write(self._wake_w, b"x")
-            # Remove the socket file only if it is still ours (same inode).
-            try:
-                if os.stat(self._address).st_ino == self._inode:
-                    os.unlink(self._address)
-            except OSError:
-                pass
-            self._sock.close()
+            mine = os.getpid() == self._pid
+            if mine:
+                with contextlib.suppress(OSError):  # pipe full: a wake-up is pending anyway
+                    os.write(self._wake_w, b"x")
+                with _listening_lock:
+                    _listening_here.pop(self._address, None)
+            self._unlink_if_ours()
+            self.listening_socket.close()
             self._release_lock()
-            if self._waiters == 0:
+            if self._waiters == 0 or not mine:
                 self._close_wake()
 
     def __del__(self) -> None:
@@ -514,32 +685,110 @@ def listen(address: Address, options: ListenOptions) -> UnixListener:
     return UnixListener(address, options)
 
 
-def connect(address: Address, deadline: Deadline, *, wait_for_listener: bool) -> UnixStream:
+def check_listener_uid(sock: socket.socket, path: str, allowed_uids: frozenset[int]) -> PeerInfo:
+    """The listener's credentials, if it runs as us, as root, or as an allowed uid.
+
+    Called right after connecting, before a byte is sent: a listener of
+    another user (one who squatted the name or its directory) gets nothing.
+
+    Raises:
+        PipePermissionError: the listener runs as another uid (``sock`` is closed).
+    """
+    peer = peer_credentials(sock)
+    me = os.getuid()
+    if peer.uid is None or peer.uid in (me, 0) or peer.uid in allowed_uids:
+        return peer
+    sock.close()
+    raise PipePermissionError(
+        f"the listener at {path} runs as uid {peer.uid}, not as you (uid {me}); nothing"
+        " was sent. Another user may have taken the name or its directory. If you trust"
+        " that user, allow its uid (allowed_uids).",
+        address=path,
+    )
+
+
+def start_connect(address: Address) -> tuple[socket.socket, bool]:
+    """Check the private directory, then start a non-blocking connect to ``address``.
+
+    Returns:
+        The socket and whether it is connected; False means the connect is in
+        progress (EINPROGRESS: wait until writable, then :func:`finish_connect`).
+
+    Raises:
+        OSError: the connect failed (EAGAIN: the backlog is full); the socket is closed.
+        PipePermissionError: the private directory is not safe (checked on every
+            try: another user may create it while a client waits).
+    """
+    if address.private_dir is not None:
+        ensure_private_dir(address.private_dir, create=False)
+    sock = new_socket()
+    try:
+        sock.setblocking(False)
+        sock.connect(address.path)
+    except OSError as exc:
+        if exc.errno == errno.EINPROGRESS:
+            return sock, False
+        sock.close()
+        raise
+    except BaseException:
+        sock.close()
+        raise
+    return sock, True
+
+
+def finish_connect(sock: socket.socket) -> None:
+    """Raise the error of a connect that was in progress (the socket is closed then)."""
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        sock.close()
+        raise OSError(err, os.strerror(err))
+
+
+def connect(
+    address: Address,
+    deadline: Deadline,
+    *,
+    wait_for_listener: bool,
+    allowed_uids: frozenset[int] = frozenset(),
+) -> UnixStream:
     """Connect to ``address``; with ``wait_for_listener``, retry until it appears or time runs out.
 
+    A full backlog (EAGAIN) is retried with backoff until the deadline.
+
+    Args:
+        allowed_uids: uids besides yours (and root) the listener may run as.
     Raises:
         PipeNotFoundError: nobody listens (at once, unless waiting).
         PipeBusyError: the listener's backlog stayed full until the deadline.
-        PipePermissionError: the socket or its directory belongs to another user.
+        PipePermissionError: the socket or its directory belongs to another
+            user, or the listener runs as a uid not allowed.
         PipeTimeoutError: waiting for the listener outlasted the deadline.
     """
     path = address.path
-    if address.private_dir is not None:
-        ensure_private_dir(address.private_dir, create=False)
     pause = 0.001
     while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.settimeout(deadline.remaining())
-            sock.connect(path)
-            sock.settimeout(None)
-            return UnixStream(sock, peer_credentials(sock), path)
-        except OSError as exc:
-            sock.close()
-            connect_failed(exc, address, deadline, wait_for_listener=wait_for_listener)
-        except BaseException:
-            sock.close()
+            sock, done = start_connect(address)
+            if not done:
+                try:
+                    _poll(sock, _READY_OUT, deadline, "connect")
+                    finish_connect(sock)
+                except BaseException:
+                    sock.close()
+                    raise
+        except PipeTimeoutError as exc:
+            raise PipeTimeoutError(
+                f"connect to {path} timed out after {deadline.timeout} s",
+                timeout=deadline.timeout,
+                address=path,
+            ) from exc
+        except NpipesError:  # an OSError too (the directory check): keep it as it is
             raise
+        except OSError as exc:
+            connect_failed(exc, address, deadline, wait_for_listener=wait_for_listener)
+        else:
+            peer = check_listener_uid(sock, path, allowed_uids)
+            return UnixStream(sock, peer, path)
         left = deadline.remaining()
         time.sleep(pause if left is None else min(pause, left))
         pause = min(pause * 2, 0.05)
@@ -566,7 +815,7 @@ def connect_failed(
     )
     if retry and not deadline.expired():
         return
-    if retry and wait_for_listener:
+    if retry and wait_for_listener and exc.errno != errno.EAGAIN:
         raise PipeTimeoutError(
             f"no listener appeared at {path} within {deadline.timeout} s",
             timeout=deadline.timeout,
