@@ -213,14 +213,6 @@ def test_a_receiver_killed_before_receiving_does_not_swallow_the_message(
     _run(sender, receiver)
 
 
-@pytest.mark.xfail(
-    sys.platform != "win32",
-    reason="issue 10 section 3: UnixStream.send (src/npipes/_backend/unix.py) catches its own"
-    " PipeTimeoutError as an OSError and re-raises it as PipeOSError; remove this mark with"
-    " that fix",
-    raises=AssertionError,
-    strict=True,
-)
 def test_two_senders_of_big_messages_time_out_without_hanging(
     spawn: Callable[..., Peer],
 ) -> None:

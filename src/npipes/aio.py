@@ -570,14 +570,13 @@ async def connect(
     """Connect to ``name``; the options and errors are those of :func:`npipes.connect`."""
     settings = _check_framing(connect_settings(name, options))
     deadline = Deadline(timeout)
-    extra = {"allowed_uids": settings.allowed_uids} if settings.allowed_uids else {}
     try:
         transport, protocol, peer = await open_connection(
             settings.address,
             deadline,
             wait_for_listener=settings.wait_for_listener,
             protocol_factory=_protocol_factory(settings, settings.address.path),
-            **extra,
+            allowed_uids=settings.allowed_uids,
         )
     except NpipesError as exc:
         settings.annotate(exc)

@@ -581,10 +581,12 @@ def connect(
     """
     settings = connect_settings(name, options)
     deadline = Deadline(timeout)
-    extra = {"allowed_uids": settings.allowed_uids} if settings.allowed_uids else {}
     try:
         stream = _backend.connect(
-            settings.address, deadline, wait_for_listener=settings.wait_for_listener, **extra
+            settings.address,
+            deadline,
+            wait_for_listener=settings.wait_for_listener,
+            allowed_uids=settings.allowed_uids,
         )
     except NpipesError as exc:
         settings.annotate(exc)

@@ -123,5 +123,13 @@ class Backend(Protocol):
     def listen(self, address: Address, options: ListenOptions) -> RawListener: ...
 
     def connect(
-        self, address: Address, deadline: Deadline, *, wait_for_listener: bool
-    ) -> RawStream: ...
+        self,
+        address: Address,
+        deadline: Deadline,
+        *,
+        wait_for_listener: bool,
+        allowed_uids: frozenset[int] = frozenset(),
+    ) -> RawStream:
+        """Open the client end; POSIX refuses a listener whose uid is not ours,
+        root's or in ``allowed_uids`` (Windows ignores it: its DACL decides)."""
+        ...

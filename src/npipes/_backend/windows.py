@@ -534,7 +534,13 @@ def listen(address: Address, options: ListenOptions) -> PipeListener:
     return PipeListener(address, options)
 
 
-def connect(address: Address, deadline: Deadline, *, wait_for_listener: bool) -> PipeStream:
+def connect(
+    address: Address,
+    deadline: Deadline,
+    *,
+    wait_for_listener: bool,
+    allowed_uids: frozenset[int] = frozenset(),  # POSIX only: the DACL decides here
+) -> PipeStream:
     """Open the client end of ``address``.
 
     ``ERROR_PIPE_BUSY`` waits with ``WaitNamedPipe`` inside the deadline, then

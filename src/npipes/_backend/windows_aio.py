@@ -81,6 +81,7 @@ async def open_connection(
     *,
     wait_for_listener: bool,
     protocol_factory: Callable[[], P],
+    allowed_uids: frozenset[int] = frozenset(),  # POSIX only: the DACL decides here
 ) -> tuple[asyncio.BaseTransport, P, PeerInfo]:
     """Open the client end of ``address`` (identification-level SQOS) on the loop."""
     loop = asyncio.get_running_loop()
