@@ -99,6 +99,10 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         self._write_paused = False
         _wake(self._drain_waiters)
 
+    def closed_locally(self) -> None:
+        """The core was closed here: calls waiting to receive end now, not after the flush."""
+        _wake(self._recv_waiters)
+
     # -- decoding ---------------------------------------------------------------
 
     def _decode(self) -> None:
@@ -283,7 +287,9 @@ class Connection:
 
     # -- receiving ----------------------------------------------------------
 
-    async def _next_frame(self, crc: bool | None) -> Frame:
+    async def _next_frame(self, crc: bool | None, *, resume: bool = True) -> Frame:
+        """The next frame; ``resume=False`` leaves reading paused where the budget paused
+        it (the handshake: what follows its last message is decoded under normal limits)."""
         core = self._core
         protocol = self._protocol
         while True:
@@ -291,9 +297,11 @@ class Connection:
                 frame = core.next_frame(crc)
             except NpipesError:
                 self._after_error()
+                protocol.took()  # a dropped message frees its share of the budget too
                 raise
             if frame is not None:
-                protocol.took()
+                if resume:
+                    protocol.took()
                 return frame
             await protocol.wait_readable()
 
@@ -347,6 +355,7 @@ class Connection:
                 size = core.next_message_into(view, crc, direct=False)
             except NpipesError:
                 self._after_error()
+                protocol.took()  # a dropped message frees its share of the budget too
                 raise
             if size is not None:
                 protocol.took()
@@ -363,7 +372,14 @@ class Connection:
             step = next(steps)
             while True:
                 if step is None:
-                    step = steps.send(await self.recv(timeout=deadline.remaining()))
+                    # Taken without resuming reading: bytes after this message (an
+                    # authenticated peer's first message may follow the last one in
+                    # the same read) are decoded once the exchange has moved on.
+                    frame = await self._wait(
+                        self._next_frame(None, resume=False), deadline.remaining(), "recv"
+                    )
+                    step = steps.send(frame.message)
+                    self._protocol.took()
                 else:
                     await self.send(step, timeout=deadline.remaining())
                     step = steps.send(None)
@@ -420,6 +436,7 @@ class Connection:
         core = self._core
         was_open = core.state is State.OPEN
         core.close()
+        self._protocol.closed_locally()
         if self._transport.is_closing() and not was_open and self._protocol.lost:
             return
         self._transport.close()  # flushes what is buffered, then closes

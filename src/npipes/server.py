@@ -227,8 +227,10 @@ class Server:
         self._stopped.set()
         self.listener.close()
         self._acceptor.join()
+        # A handler may close its own server: it is neither waited for nor closed here.
+        me = threading.current_thread()
         with self._lock:
-            workers = list(self._workers)
+            workers = [worker for worker in self._workers if worker is not me]
             waiting = [conn for conn in self._workers.values() if conn not in self._handling]
         for conn in waiting:
             conn.close()  # no handler runs for it yet: nothing to let finish
@@ -236,7 +238,7 @@ class Server:
         for worker in workers:
             worker.join(deadline.remaining())
         with self._lock:
-            stragglers = list(self._workers.items())
+            stragglers = [(w, c) for w, c in self._workers.items() if w is not me]
         for worker, conn in stragglers:
             conn.close()  # wakes a handler blocked in recv
             worker.join(1.0)

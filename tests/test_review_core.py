@@ -1,0 +1,210 @@
+"""Review of the connection core and its drivers: defects found by reading them, each
+shown on real sockets (no mocks) and fixed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+
+import pytest
+
+import npipes
+import npipes.aio
+from npipes._auth import connect_side
+from npipes._frame import FrameDecoder, encode_frame
+from npipes._protocol import READ_AHEAD
+
+WAIT = 30.0
+
+
+async def _aio_pair(
+    name: str, **options: object
+) -> tuple[npipes.aio.Listener, npipes.aio.Connection, npipes.aio.Connection]:
+    listener = await npipes.aio.listen(name, **options)  # type: ignore[arg-type]
+    accepting = asyncio.ensure_future(listener.accept(timeout=WAIT))
+    client = await npipes.aio.connect(name, timeout=WAIT, **options)  # type: ignore[arg-type]
+    return listener, client, await accepting
+
+
+def _handshake_then_send(name: str, key: bytes, first: bytes) -> None:
+    """A client that runs the authkey handshake by hand and sends its last handshake
+    message and its first message in one write (as a fast client's bytes may arrive)."""
+    with npipes.connect(name, framing="raw", timeout=WAIT) as raw:
+        decoder = FrameDecoder()
+        steps = connect_side(key)
+        step = next(steps)
+        while True:
+            if step is None:
+                frame = decoder.next_frame()
+                while frame is None:
+                    decoder.feed_data(raw.recv(timeout=WAIT))  # type: ignore[arg-type]
+                    frame = decoder.next_frame()
+                step = steps.send(frame.message)  # type: ignore[arg-type]
+                continue
+            out = encode_frame(step)
+            try:
+                step = steps.send(None)
+            except StopIteration:
+                raw.send(out + encode_frame(first))  # WELCOME and the first message together
+                break
+            raw.send(out)
+        raw.recv(timeout=WAIT)  # wait for the server's reply before closing
+
+
+# -- aio: the handshake's size cap must not outlive the handshake ----------------------------
+
+
+def test_aio_first_message_after_the_handshake_is_not_held_to_the_handshake_cap(
+    pipe_name: str,
+) -> None:
+    first = b"f" * 1000  # above the 256-byte pre-authentication cap; the peer is authenticated
+
+    async def main() -> None:
+        async with await npipes.aio.listen(pipe_name, authkey=b"key") as listener:
+            loop = asyncio.get_running_loop()
+            client = loop.run_in_executor(None, _handshake_then_send, pipe_name, b"key", first)
+            try:
+                conn = await listener.accept(timeout=WAIT)
+                async with conn:
+                    assert await conn.recv(timeout=WAIT) == first
+                    await conn.send(b"ok", timeout=WAIT)
+            finally:
+                await client
+
+    asyncio.run(main())
+
+
+# -- aio: reading resumes after a message is dropped for a missing CRC -----------------------
+
+
+def test_aio_reading_resumes_after_a_crc_required_error(pipe_name: str) -> None:
+    big = b"b" * (READ_AHEAD + 1000)  # fills the read-ahead budget: reading pauses
+
+    async def main() -> None:
+        listener, client, server = await _aio_pair(pipe_name)
+        try:
+            await client.send(big, timeout=WAIT)  # no CRC
+            with pytest.raises(npipes.ChecksumError):
+                await server.recv(timeout=WAIT, crc=True)  # dropped: the queue is empty now
+            await client.send(b"next", timeout=WAIT, crc=True)
+            assert await server.recv(timeout=10, crc=True) == b"next"
+        finally:
+            client.abort()
+            await server.aclose()
+            await listener.aclose()
+
+    asyncio.run(main())
+
+
+def test_aio_recv_into_resumes_reading_after_a_crc_required_error(pipe_name: str) -> None:
+    big = b"b" * (READ_AHEAD + 1000)
+
+    async def main() -> None:
+        listener, client, server = await _aio_pair(pipe_name)
+        try:
+            await client.send(big, timeout=WAIT)
+            buffer = bytearray(len(big))
+            with pytest.raises(npipes.ChecksumError):
+                await server.recv_into(buffer, timeout=WAIT, crc=True)
+            await client.send(b"next", timeout=WAIT, crc=True)
+            assert await server.recv_into(buffer, timeout=10, crc=True) == 4
+            assert buffer[:4] == b"next"
+        finally:
+            client.abort()
+            await server.aclose()
+            await listener.aclose()
+
+    asyncio.run(main())
+
+
+# -- aio: aclose() ends the calls waiting on the connection at once --------------------------
+
+
+def test_aio_aclose_ends_a_pending_recv_while_it_flushes(pipe_name: str) -> None:
+    async def main() -> None:
+        listener, client, server = await _aio_pair(pipe_name, max_message_size=None)
+        try:
+            server._transport.pause_reading()  # the peer stops reading: the flush will wait
+            with contextlib.suppress(npipes.PipeTimeoutError):
+                await client.send(b"x" * (32 << 20), timeout=0.5)
+            receiving = asyncio.ensure_future(client.recv())
+            await asyncio.sleep(0)  # the recv is waiting
+            closing = asyncio.ensure_future(client.aclose(flush_timeout=60))
+            with pytest.raises(npipes.ConnectionClosedError):
+                await asyncio.wait_for(receiving, 10)
+            assert not closing.done()  # still flushing, as asked
+            client.abort()
+            await closing
+        finally:
+            client.abort()
+            await server.aclose()
+            await listener.aclose()
+
+    asyncio.run(main())
+
+
+# -- servers: a handler may close its own server ------------------------------------------
+
+
+def test_sync_server_close_from_a_handler(pipe_name: str) -> None:
+    errors: list[BaseException] = []
+    closed = threading.Event()
+    server: npipes.server.Server | None = None
+
+    def handler(conn: npipes.Connection) -> None:
+        assert conn.recv(timeout=WAIT) == b"stop"
+        assert server is not None
+        try:
+            server.close()
+        except BaseException as exc:
+            errors.append(exc)
+            raise
+        finally:
+            closed.set()
+
+    server = npipes.serve(pipe_name, handler)
+    try:
+        with npipes.connect(pipe_name, timeout=WAIT) as client:
+            client.send(b"stop")
+            assert closed.wait(WAIT)
+        assert errors == []
+        assert server.listener.closed
+    finally:
+        server.close()
+
+
+def test_aio_server_aclose_from_a_handler(pipe_name: str) -> None:
+    outcome: list[str] = []
+
+    async def main() -> None:
+        server: npipes.aio.Server | None = None
+        done = asyncio.Event()
+
+        async def handler(conn: npipes.aio.Connection) -> None:
+            assert await conn.recv(timeout=WAIT) == b"stop"
+            assert server is not None
+            try:
+                await server.aclose()
+                outcome.append("closed")
+            except asyncio.CancelledError:
+                outcome.append("cancelled")
+                raise
+            finally:
+                done.set()
+
+        server = await npipes.aio.serve(pipe_name, handler)
+        try:
+            client = await npipes.aio.connect(pipe_name, timeout=WAIT)
+            await client.send(b"stop")
+            start = time.monotonic()
+            await asyncio.wait_for(done.wait(), WAIT)
+            elapsed = time.monotonic() - start
+            client.abort()
+        finally:
+            await server.aclose()
+        assert outcome == ["closed"]
+        assert elapsed < 4.0  # not held up by the 5 s grace period waiting for itself
+
+    asyncio.run(main())
