@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -206,5 +208,71 @@ def test_aio_server_aclose_from_a_handler(pipe_name: str) -> None:
             await server.aclose()
         assert outcome == ["closed"]
         assert elapsed < 4.0  # not held up by the 5 s grace period waiting for itself
+
+    asyncio.run(main())
+
+
+# -- accept loops keep no finished connection alive while waiting for the next client -------
+
+
+def _wait_until_collected(ref: weakref.ref[object], seconds: float = 10.0) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        gc.collect()
+        if ref() is None:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_listener_iteration_keeps_no_finished_connection_alive(pipe_name: str) -> None:
+    refs: list[weakref.ref[object]] = []
+    handled = threading.Event()
+
+    with npipes.listen(pipe_name) as listener:
+
+        def serve() -> None:
+            for conn in listener:
+                with conn:
+                    conn.recv(timeout=WAIT)
+                refs.append(weakref.ref(conn))
+                del conn
+                handled.set()
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            with npipes.connect(pipe_name, timeout=WAIT) as client:
+                client.send(b"x" * 100_000)
+                assert handled.wait(WAIT)
+            assert _wait_until_collected(refs[0])  # while the loop waits for the next client
+        finally:
+            listener.close()
+            thread.join(WAIT)
+
+
+def test_aio_server_keeps_no_finished_connection_alive(pipe_name: str) -> None:
+    async def main() -> None:
+        refs: list[weakref.ref[object]] = []
+        handled = asyncio.Event()
+
+        async def handler(conn: npipes.aio.Connection) -> None:
+            await conn.recv(timeout=WAIT)
+            refs.append(weakref.ref(conn))
+            handled.set()
+
+        async with await npipes.aio.serve(pipe_name, handler) as server:
+            client = await npipes.aio.connect(pipe_name, timeout=WAIT)
+            await client.send(b"x" * 100_000)
+            await asyncio.wait_for(handled.wait(), WAIT)
+            await client.aclose()
+            collected = False
+            for _ in range(500):  # up to ~10 s: the handler's task ends, then its connection
+                gc.collect()
+                collected = not server.active and refs[0]() is None
+                if collected:
+                    break
+                await asyncio.sleep(0.02)
+            assert collected  # while the accept loop waits for the next client
 
     asyncio.run(main())

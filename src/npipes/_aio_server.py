@@ -71,7 +71,7 @@ class Server:
         while True:
             await self._slots.acquire()  # bounded: stop accepting while full
             try:
-                conn = await self.listener._accept_unauthenticated(None)
+                await self._accept_one()
             except (NpipesError, OSError) as exc:  # NpipesError: ConnectionClosedError...
                 self._slots.release()
                 if self.listener.closed:
@@ -82,9 +82,13 @@ class Server:
                 self._slots.release()
                 raise
             failures.succeeded()
-            task = asyncio.ensure_future(self._run(conn))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+
+    async def _accept_one(self) -> None:
+        # A method of its own: no local of the loop keeps the last connection alive.
+        conn = await self.listener._accept_unauthenticated(None)
+        task = asyncio.ensure_future(self._run(conn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _admit(self, conn: Connection) -> bool:
         """Authenticate ``conn`` and wait for its first bytes; True if its handler may run."""

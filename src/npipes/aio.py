@@ -34,7 +34,15 @@ from ._options import (
     connect_settings,
     listen_settings,
 )
-from ._protocol import HANDSHAKE_TIMEOUT, ConnectionCore, Exchange, State, accept_side, connect_side
+from ._protocol import (
+    HANDSHAKE_TIMEOUT,
+    PACK_LIMIT,
+    ConnectionCore,
+    Exchange,
+    State,
+    accept_side,
+    connect_side,
+)
 from .connection import writable_view
 from .errors import ConnectionClosedError, NpipesError, PipeTimeoutError
 
@@ -46,7 +54,6 @@ if TYPE_CHECKING:
 __all__ = ["Connection", "Listener", "Server", "connect", "listen", "serve"]
 
 _T = TypeVar("_T")
-_JOIN_LIMIT: Final = 64 * 1024  # frames below this go to the transport as one write
 
 
 class _StreamProtocol(asyncio.BufferedProtocol):
@@ -236,7 +243,7 @@ class Connection:
         # after the call (Python 3.12+ transports keep views), so they are copied.
         write = self._transport.write
         views = [memoryview(part) for part in parts]
-        if sum(view.nbytes for view in views) <= _JOIN_LIMIT:
+        if sum(view.nbytes for view in views) <= PACK_LIMIT:  # one write, as send_many packs
             write(b"".join(views))
             return
         for part, view in zip(parts, views, strict=True):

@@ -498,18 +498,27 @@ class Listener:
         """Accept connections until the listener is closed; a client that fails
         the authkey handshake is skipped (logged at debug level)."""
         while True:
+            conn = self._accept_next()
+            if conn is None:
+                return
+            yield conn
+            del conn  # keep no finished connection alive while waiting for the next one
+
+    def _accept_next(self) -> Connection | None:
+        """The next authenticated client, or None once the listener is closed."""
+        while True:
             try:
                 conn = self._accept_unauthenticated()
             except ConnectionClosedError:
                 if self._closed:
-                    return
+                    return None
                 raise
             try:
                 conn._authenticate()
             except NpipesError as exc:
                 log.debug("client on %s failed the handshake: %s", self.address, exc)
                 continue
-            yield conn
+            return conn
 
     def close(self) -> None:
         """Stop listening and remove the endpoint; idempotent, safe from another thread."""

@@ -24,6 +24,7 @@ from typing import Final, Self, Unpack, final
 
 from ._deadline import Deadline
 from ._options import ListenOptions
+from ._protocol import HANDSHAKE_TIMEOUT
 from .connection import Connection, Listener, listen
 from .errors import ConnectionClosedError, NpipesError
 
@@ -33,7 +34,7 @@ log = logging.getLogger("npipes.server")
 
 Handler = Callable[[Connection], object]
 
-DEFAULT_HANDSHAKE_TIMEOUT: Final = 5.0
+DEFAULT_HANDSHAKE_TIMEOUT: Final = HANDSHAKE_TIMEOUT  # one default, the core's
 """Seconds a client of a server with an ``authkey`` has to complete the handshake."""
 
 
