@@ -276,3 +276,42 @@ def test_aio_server_keeps_no_finished_connection_alive(pipe_name: str) -> None:
             assert collected  # while the accept loop waits for the next client
 
     asyncio.run(main())
+
+
+# -- aio read-ahead: bounded whatever the messages' size ----------------------------------
+
+
+@pytest.mark.parametrize("kind", ["empty", "bad-crc"])
+def test_aio_read_ahead_is_bounded_for_empty_messages_and_errors(pipe_name: str, kind: str) -> None:
+    count = 100_000
+    # An empty message is a 16-byte frame; a bad CRC costs 20 bytes and gives an error.
+    frame = encode_frame(b"", crc=kind == "bad-crc")
+    if kind == "bad-crc":
+        frame = frame[:-1] + bytes([frame[-1] ^ 0xFF])
+
+    async def main() -> None:
+        listener, client, server = await _aio_pair(pipe_name)
+        raw = client._transport
+        try:
+            raw.write(frame * count)  # straight to the transport: any frames a peer may send
+            for _ in range(500):  # up to ~10 s for the reader to stop reading
+                if server._protocol._read_paused or len(server._core._ready) >= count:
+                    break
+                await asyncio.sleep(0.02)
+            queued = len(server._core._ready)
+            assert queued < count // 4, f"{queued} decoded items queued, unread"
+            # Nothing is lost: every message (or error) is still delivered, in order.
+            got = 0
+            while got < count:
+                if kind == "empty":
+                    got += len(await server.recv_many(count, timeout=WAIT))
+                else:
+                    with pytest.raises(npipes.ChecksumError):
+                        await server.recv(timeout=WAIT)
+                    got += 1
+        finally:
+            client.abort()
+            await server.aclose()
+            await listener.aclose()
+
+    asyncio.run(main())

@@ -16,8 +16,9 @@ Rules (docs/api.md "Errors, timeouts and interruptions"):
   ``ConnectionClosedError`` for ever.
 - A clean end of stream ends receiving only when it is delivered, so a side
   may still reply to a peer that half-closed after sending.
-- Read-ahead is bounded in bytes (``READ_AHEAD`` of decoded messages waiting
-  plus one frame); before authentication a peer may send at most
+- Read-ahead is bounded in bytes (``READ_AHEAD`` of decoded messages waiting,
+  each also counting ``ITEM_COST``, so empty messages and errors are bounded
+  too, plus one frame); before authentication a peer may send at most
   ``MAX_HANDSHAKE_MESSAGE`` bytes per message and one message ahead.
 - An exception or cancellation that leaves a frame half-sent
   (:meth:`send_failed`) or half-received (:meth:`recv_failed`) breaks the
@@ -64,6 +65,9 @@ __all__ = [
 
 READ_AHEAD: Final = 256 * 1024
 """Bytes of decoded messages that may wait for ``recv`` before reading pauses."""
+ITEM_COST: Final = 256
+"""Bytes each queued message or error counts for besides its payload (its objects),
+so empty messages and errors (bad CRCs) fill the read-ahead budget too."""
 PACK_LIMIT: Final = 64 * 1024
 """``send_many`` packs frame parts smaller than this into one write."""
 HANDSHAKE_TIMEOUT: Final = 5.0
@@ -77,6 +81,10 @@ class State(enum.Enum):
 
 
 Item = Frame | NpipesError
+
+
+def _cost(item: Item) -> int:
+    return ITEM_COST if isinstance(item, NpipesError) else item.size + ITEM_COST
 
 
 @final
@@ -307,16 +315,24 @@ class ConnectionCore:
 
     def decode_available(self) -> None:
         """Decode what has arrived into the queue, within the read-ahead budget."""
-        ready = self._ready
         while self.wants_data():
             item = self._decode()
             if item is None:
                 return
-            ready.append(item)
-            if not isinstance(item, NpipesError):
-                self._ready_bytes += item.size
-            elif self.state is not State.OPEN or isinstance(item, ConnectionClosedError):
+            self._push(item)
+            if isinstance(item, NpipesError) and (
+                self.state is not State.OPEN or isinstance(item, ConnectionClosedError)
+            ):
                 return  # nothing after a fatal error or the end
+
+    def _push(self, item: Item) -> None:
+        self._ready.append(item)
+        self._ready_bytes += _cost(item)
+
+    def _pop(self) -> Item:
+        item = self._ready.popleft()
+        self._ready_bytes -= _cost(item)
+        return item
 
     def wants_data(self) -> bool:
         """Whether the driver should keep reading (the read-ahead budget is not used up)."""
@@ -348,10 +364,7 @@ class ConnectionCore:
         """
         require = self.crc if crc is None else self._with_crc(crc)
         if self._ready:
-            item = self._ready.popleft()
-            if not isinstance(item, NpipesError):
-                self._ready_bytes -= item.size
-            return self._deliver(item, require)
+            return self._deliver(self._pop(), require)
         if self.state is not State.OPEN or self.receive_ended:
             self._check_receiving()
         try:  # the hot path: straight from the decoder
@@ -389,9 +402,7 @@ class ConnectionCore:
             item = self._decode()
             if item is None:
                 return None
-            ready.append(item)
-            if not isinstance(item, NpipesError):
-                self._ready_bytes += item.size
+            self._push(item)
         if ready:
             item = ready[0]
             if not isinstance(item, NpipesError):
@@ -402,12 +413,11 @@ class ConnectionCore:
                         f"the next message is {len(payload)} bytes; the buffer holds {len(view)}",
                         size=len(payload),
                     )
-                ready.popleft()
-                self._ready_bytes -= item.size
+                self._pop()
                 self._deliver(item, require)
                 view[: len(payload)] = payload
                 return len(payload)
-            ready.popleft()
+            self._pop()
             self._deliver(item, require)
         self._check_receiving()
         try:
@@ -444,14 +454,11 @@ class ConnectionCore:
                 item = self._decode()
                 if item is None:
                     break
-                ready.append(item)
-                if not isinstance(item, NpipesError):
-                    self._ready_bytes += item.size
+                self._push(item)
             item = ready[0]
             if isinstance(item, NpipesError) or (require and not item.crc):
                 break  # raised by the next call, so the messages before it are not lost
-            ready.popleft()
-            self._ready_bytes -= item.size
+            self._pop()
             out.append(item.message)
         return out
 
