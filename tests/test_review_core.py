@@ -9,6 +9,7 @@ import gc
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 
 import pytest
 
@@ -315,3 +316,34 @@ def test_aio_read_ahead_is_bounded_for_empty_messages_and_errors(pipe_name: str,
             await listener.aclose()
 
     asyncio.run(main())
+
+
+# -- a send that finds the peer gone ends sending, not the messages it sent before ----------
+
+
+@contextlib.contextmanager
+def _pair(name: str) -> Iterator[tuple[npipes.Connection, npipes.Connection]]:
+    with npipes.listen(name) as listener:
+        client = npipes.connect(name, timeout=WAIT)
+        server = listener.accept(timeout=WAIT)
+        try:
+            yield client, server
+        finally:
+            client.close()
+            server.close()
+
+
+def test_send_to_a_departed_peer_keeps_what_it_sent_before(pipe_name: str) -> None:
+    with _pair(pipe_name) as (client, server):
+        server.send(b"last words")
+        server.send("and more")
+        server.close()
+        with pytest.raises(npipes.ConnectionClosedError):
+            client.send(b"too late", timeout=WAIT)
+        assert client.recv(timeout=WAIT) == b"last words"
+        assert client.recv(timeout=WAIT) == "and more"
+        with pytest.raises(npipes.ConnectionClosedError):
+            client.recv(timeout=WAIT)
+        assert client.closed
+        with pytest.raises(npipes.ConnectionClosedError):
+            client.send(b"still too late", timeout=WAIT)

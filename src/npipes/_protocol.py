@@ -126,6 +126,7 @@ class ConnectionCore:
         self._ready_bytes = 0
         self._handshaking = False
         self.receive_ended = False  # the peer's clean end was delivered; sending may go on
+        self.send_ended = ""  # why sending is over (the peer left); receiving may go on
 
     # -- state ----------------------------------------------------------------
 
@@ -179,6 +180,15 @@ class ConnectionCore:
         if self.state is not State.OPEN:
             raise self.closed_error()
 
+    def check_sending(self) -> None:
+        """Raise ConnectionClosedError unless a message may be sent now."""
+        if self.state is not State.OPEN:
+            raise self.closed_error()
+        if self.send_ended:
+            exc = ConnectionClosedError(f"{self.send_ended}; connect again to send")
+            self.annotate(exc)
+            raise exc
+
     def _check_receiving(self) -> None:
         if self.state is not State.OPEN:
             raise self.closed_error()
@@ -209,8 +219,8 @@ class ConnectionCore:
         """
         with_crc = self.crc if crc is None else self._with_crc(crc)
         parts = self.codec.encode(data, crc=with_crc, max_size=self.max_message_size)
-        if self.state is not State.OPEN:
-            raise self.closed_error()
+        if self.state is not State.OPEN or self.send_ended:
+            self.check_sending()
         return parts
 
     def encode_many(
@@ -228,7 +238,7 @@ class ConnectionCore:
         encode = self.codec.encode
         if self._message_ends and self.message_mode:
             units = [list(encode(m, crc=with_crc, max_size=limit)) for m in messages]
-            self.check_open()
+            self.check_sending()
             return units, len(units)
         buffers: list[Buffer] = []
         pending: list[Buffer] = []  # small parts waiting to be packed together
@@ -250,15 +260,16 @@ class ConnectionCore:
             count += 1
         if pending:
             buffers.append(b"".join(pending))
-        self.check_open()
+        self.check_sending()
         return ([buffers] if buffers else []), count
 
     def send_failed(self, exc: BaseException, *, started: bool = True) -> None:
         """Apply the rule for an exception out of a write.
 
         Only a timeout that says nothing went out (``partial=False``) leaves the
-        connection usable; anything else (a partial timeout, a broken pipe,
-        Ctrl+C or a cancellation mid-write) may have torn a frame.
+        connection usable; anything else (a partial timeout, Ctrl+C or a
+        cancellation mid-write) may have torn a frame. A peer that is gone ends
+        sending only: what it sent before it left is still received.
         """
         self.annotate(exc)
         if not started or (isinstance(exc, PipeTimeoutError) and not exc.partial):
@@ -266,7 +277,8 @@ class ConnectionCore:
         if isinstance(exc, PipeTimeoutError):
             self.break_("a send timed out after part of a message went out")
         elif isinstance(exc, ConnectionClosedError):
-            self.close("the peer closed the connection")
+            if self.state is State.OPEN and not self.send_ended:
+                self.send_ended = "the peer closed the connection"
         else:
             self.break_(f"a send was interrupted ({type(exc).__name__})")
 

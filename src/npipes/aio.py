@@ -229,13 +229,17 @@ class Connection:
 
     def _check_writable(self) -> None:
         if self._protocol.lost or self._transport.is_closing():
-            self._core.close("the connection is closed")
-        self._core.check_open()
+            self._peer_gone()
+        self._core.check_sending()
 
     def _check_written(self) -> None:
         if self._transport.is_closing():  # the write failed at once: the peer is gone
-            self._core.close("the peer closed the connection")
-            raise self._core.closed_error()
+            self._peer_gone()
+            self._core.check_sending()
+
+    def _peer_gone(self) -> None:
+        # The core's rule: sending is over; what the peer sent before is still received.
+        self._core.send_failed(ConnectionClosedError("the peer closed the connection"))
 
     def _write(self, parts: Sequence[Buffer]) -> None:
         # All parts now, with no await between them: frames never interleave.

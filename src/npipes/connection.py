@@ -199,8 +199,7 @@ class Connection:
             raise self._core_annotated(_lock_timeout("send", deadline))
         try:
             core = self._core
-            if core.state is not State.OPEN:
-                raise core.closed_error()
+            core.check_sending()
             send = self._stream.send
             started = False
             for buffers in writes:
