@@ -347,3 +347,22 @@ def test_send_to_a_departed_peer_keeps_what_it_sent_before(pipe_name: str) -> No
         assert client.closed
         with pytest.raises(npipes.ConnectionClosedError):
             client.send(b"still too late", timeout=WAIT)
+
+
+# -- a lock wait of any length (threading.TIMEOUT_MAX is ~49.7 days on Windows) ---------------
+
+
+def test_recv_behind_another_recv_with_a_timeout_of_100_days(pipe_name: str) -> None:
+    with _pair(pipe_name) as (client, server):
+        got: list[object] = []
+        first = threading.Thread(target=lambda: got.append(server.recv(timeout=WAIT)))
+        first.start()
+        second = threading.Thread(
+            target=lambda: got.append(server.recv(timeout=100 * 86400.0)),
+        )
+        second.start()
+        client.send(b"1")
+        client.send(b"2")
+        first.join(WAIT)
+        second.join(WAIT)
+        assert sorted(got) == [b"1", b"2"]  # type: ignore[type-var]
