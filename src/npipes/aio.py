@@ -126,7 +126,7 @@ class _StreamProtocol(asyncio.BufferedProtocol):
 
     def took(self) -> None:
         """A call took a message from the queue: read on if the budget allows."""
-        if self._read_paused and self.core.wants_data():
+        if self._read_paused and self.core.state is State.OPEN and self.core.wants_data():
             self._read_paused = False
             self._decode()  # bytes already read may complete more messages
             if not self._read_paused and self.transport is not None and not self.lost:
