@@ -366,3 +366,52 @@ def test_recv_behind_another_recv_with_a_timeout_of_100_days(pipe_name: str) -> 
         first.join(WAIT)
         second.join(WAIT)
         assert sorted(got) == [b"1", b"2"]  # type: ignore[type-var]
+
+
+# -- options: a wrong type is a TypeError that says what is accepted, at the call ------------
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"backlog": "5"}, TypeError, "backlog must be an int"),
+        ({"backlog": -1}, ValueError, "backlog must be an int >= 0"),
+        ({"allowed_users": 5}, TypeError, "allowed_users must be a sequence of str"),
+    ],
+)
+def test_listen_option_types(
+    pipe_name: str, options: dict[str, object], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        npipes.listen(pipe_name, **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"max_connections": "5"}, TypeError, "max_connections must be an int"),
+        ({"max_connections": 2.5}, TypeError, "max_connections must be an int"),
+        ({"max_connections": True}, TypeError, "max_connections must be an int"),
+        ({"max_connections": 0}, ValueError, "max_connections must be at least 1"),
+        ({"handshake_timeout": "5"}, TypeError, "handshake_timeout must be None or a number"),
+        ({"idle_timeout": [1]}, TypeError, "idle_timeout must be None or a number"),
+        ({"idle_timeout": 0}, ValueError, "idle_timeout must be None or a number"),
+    ],
+)
+def test_serve_option_types(
+    pipe_name: str, options: dict[str, object], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        npipes.serve(pipe_name, lambda conn: None, **options)  # type: ignore[arg-type]
+
+    async def main() -> None:
+        with pytest.raises(error, match=match):
+            await npipes.aio.serve(pipe_name, _noop, **options)  # type: ignore[arg-type]
+
+    asyncio.run(main())
+    with npipes.listen(pipe_name):
+        pass  # nothing was left listening
+
+
+async def _noop(conn: npipes.aio.Connection) -> None:
+    pass

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final, Self, Unpack, final
 
 from . import aio
 from .errors import ConnectionClosedError, NpipesError
-from .server import DEFAULT_HANDSHAKE_TIMEOUT, _AcceptFailures, _check_timeouts
+from .server import DEFAULT_HANDSHAKE_TIMEOUT, _AcceptFailures, _check_server_options
 
 if TYPE_CHECKING:
     from ._options import ListenOptions
@@ -214,9 +214,7 @@ async def serve(
     ``idle_timeout`` are those of :func:`npipes.serve`; other options are those
     of :func:`listen`.
     """
-    if max_connections < 1:
-        raise ValueError("max_connections must be at least 1")
-    _check_timeouts(handshake_timeout, idle_timeout)
+    _check_server_options(max_connections, handshake_timeout, idle_timeout)
     listener = await aio.listen(name, **options)
     return Server(
         listener,

@@ -38,9 +38,20 @@ DEFAULT_HANDSHAKE_TIMEOUT: Final = HANDSHAKE_TIMEOUT  # one default, the core's
 """Seconds a client of a server with an ``authkey`` has to complete the handshake."""
 
 
-def _check_timeouts(handshake_timeout: float | None, idle_timeout: float | None) -> None:
+def _check_server_options(
+    max_connections: int, handshake_timeout: float | None, idle_timeout: float | None
+) -> None:
+    """The checks of ``serve``'s own options (sync and asyncio), at the call."""
+    if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+        raise TypeError(f"max_connections must be an int, not {max_connections!r}")
+    if max_connections < 1:
+        raise ValueError("max_connections must be at least 1")
     for option, value in (("handshake_timeout", handshake_timeout), ("idle_timeout", idle_timeout)):
-        if value is not None and not value > 0:
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{option} must be None or a number of seconds > 0, not {value!r}")
+        if not value > 0:
             raise ValueError(f"{option} must be None or a number of seconds > 0, not {value!r}")
 
 
@@ -282,9 +293,7 @@ def serve(
             as long as the handler does: keep None for protocols where the server
             speaks first, set it when clients are not trusted.
     """
-    if max_connections < 1:
-        raise ValueError("max_connections must be at least 1")
-    _check_timeouts(handshake_timeout, idle_timeout)
+    _check_server_options(max_connections, handshake_timeout, idle_timeout)
     listener = listen(name, **options)
     return Server(
         listener,
