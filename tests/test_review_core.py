@@ -415,3 +415,29 @@ def test_serve_option_types(
 
 async def _noop(conn: npipes.aio.Connection) -> None:
     pass
+
+
+# -- a second close() waits for the first one, instead of returning while handlers run ------
+
+
+def test_sync_server_second_close_waits_for_the_first(pipe_name: str) -> None:
+    entered = threading.Event()
+
+    def handler(conn: npipes.Connection) -> None:
+        entered.set()
+        with contextlib.suppress(npipes.ConnectionClosedError):
+            conn.recv()  # until close() closes it
+
+    server = npipes.serve(pipe_name, handler)
+    try:
+        with npipes.connect(pipe_name, timeout=WAIT):
+            assert entered.wait(WAIT)
+            first = threading.Thread(target=server.close, kwargs={"timeout": 1.0})
+            first.start()
+            while not server.listener.closed:
+                time.sleep(0.01)  # the first close() is under way
+            server.close()
+            assert server.active == 0
+            first.join(WAIT)
+    finally:
+        server.close()

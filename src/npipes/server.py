@@ -129,6 +129,7 @@ class Server:
         self._workers: dict[threading.Thread, Connection] = {}
         self._handling: set[Connection] = set()  # connections whose handler runs
         self._stopped = threading.Event()
+        self._close_done = threading.Event()
         self._acceptor = threading.Thread(
             target=self._accept_loop, name=f"npipes-serve-{listener.name}", daemon=True
         )
@@ -234,9 +235,22 @@ class Server:
 
         Clients still in their handshake or first-message wait are closed at once.
         """
-        if self._stopped.is_set():
+        with self._lock:
+            first = not self._stopped.is_set()
+            self._stopped.set()
+            in_handler = threading.current_thread() in self._workers
+        if not first:
+            # Another close() is under way: wait for it (a handler does not, since
+            # that close() waits for the handler).
+            if not in_handler:
+                self._close_done.wait()
             return
-        self._stopped.set()
+        try:
+            self._close(timeout)
+        finally:
+            self._close_done.set()
+
+    def _close(self, timeout: float | None) -> None:
         self.listener.close()
         self._acceptor.join()
         # A handler may close its own server: it is neither waited for nor closed here.
