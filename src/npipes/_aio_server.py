@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final, Self, Unpack, final
 
 from . import aio
 from .errors import ConnectionClosedError, NpipesError
-from .server import DEFAULT_HANDSHAKE_TIMEOUT, _AcceptFailures, _check_timeouts
+from .server import DEFAULT_HANDSHAKE_TIMEOUT, _AcceptFailures, _check_server_options
 
 if TYPE_CHECKING:
     from ._options import ListenOptions
@@ -52,6 +52,7 @@ class Server:
         self._tasks: set[asyncio.Task[None]] = set()
         self._admitting: set[asyncio.Task[None]] = set()  # tasks not in their handler yet
         self._connections: set[Connection] = set()
+        self._own: dict[asyncio.Task[None], Connection] = {}  # each task's connection
         self._closing = False
         self._accepting = asyncio.ensure_future(self._accept_loop())
         self._closed = asyncio.get_running_loop().create_future()
@@ -70,7 +71,7 @@ class Server:
         while True:
             await self._slots.acquire()  # bounded: stop accepting while full
             try:
-                conn = await self.listener._accept_unauthenticated(None)
+                await self._accept_one()
             except (NpipesError, OSError) as exc:  # NpipesError: ConnectionClosedError...
                 self._slots.release()
                 if self.listener.closed:
@@ -81,9 +82,13 @@ class Server:
                 self._slots.release()
                 raise
             failures.succeeded()
-            task = asyncio.ensure_future(self._run(conn))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+
+    async def _accept_one(self) -> None:
+        # A method of its own: no local of the loop keeps the last connection alive.
+        conn = await self.listener._accept_unauthenticated(None)
+        task = asyncio.ensure_future(self._run(conn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _admit(self, conn: Connection) -> bool:
         """Authenticate ``conn`` and wait for its first bytes; True if its handler may run."""
@@ -113,6 +118,9 @@ class Server:
 
     async def _run(self, conn: Connection) -> None:
         self._connections.add(conn)
+        task = asyncio.current_task()
+        if task is not None:
+            self._own[task] = conn
         try:
             try:
                 if await self._admit(conn):
@@ -127,6 +135,8 @@ class Server:
             raise
         finally:
             self._connections.discard(conn)
+            if task is not None:
+                self._own.pop(task, None)
             self._slots.release()  # only once the connection is closed
 
     async def serve_forever(self) -> None:
@@ -146,6 +156,8 @@ class Server:
         if self._closed.done():
             return
         self._closing = True
+        # A handler may close its own server: it is neither waited for nor cancelled here.
+        me = asyncio.current_task()
         await self.listener.aclose()
         self._accepting.cancel()
         try:
@@ -154,19 +166,22 @@ class Server:
                 log.error("the accept loop of %s failed", self.address, exc_info=error)
             for task in self._admitting:
                 task.cancel()  # no handler runs for it yet: nothing to let finish
-            if self._tasks:
-                _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            others = self._tasks - {me} if me is not None else set(self._tasks)
+            if others:
+                _, pending = await asyncio.wait(others, timeout=timeout)
                 for task in pending:
                     task.cancel()
                 if pending:
                     await asyncio.wait(pending)
         except asyncio.CancelledError:
-            for task in self._tasks:
+            for task in self._tasks - {me}:
                 task.cancel()  # our caller stopped waiting: end the handlers now
             raise
         finally:
+            mine = self._own.get(me) if me is not None else None
             for conn in list(self._connections):
-                conn.abort()  # handlers are gone: nobody is left to wait for a flush
+                if conn is not mine:
+                    conn.abort()  # handlers are gone: nobody is left to wait for a flush
             if not self._closed.done():
                 self._closed.set_result(None)
 
@@ -199,9 +214,7 @@ async def serve(
     ``idle_timeout`` are those of :func:`npipes.serve`; other options are those
     of :func:`listen`.
     """
-    if max_connections < 1:
-        raise ValueError("max_connections must be at least 1")
-    _check_timeouts(handshake_timeout, idle_timeout)
+    _check_server_options(max_connections, handshake_timeout, idle_timeout)
     listener = await aio.listen(name, **options)
     return Server(
         listener,

@@ -201,10 +201,16 @@ def listen_settings(name: str, options: Mapping[str, object], call: str = "liste
     """Check ``listen``/``serve`` options; raise TypeError/ValueError at once for bad ones."""
     _check_keys(call, options, _LISTEN)
     backlog = options.get("backlog", 128)
-    if isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 0:
+    if isinstance(backlog, bool) or not isinstance(backlog, int):
+        raise TypeError(f"backlog must be an int (connections), not {backlog!r}")
+    if backlog < 0:
         raise ValueError(f"backlog must be an int >= 0, not {backlog!r}")
     users = options.get("allowed_users", ())
-    if isinstance(users, str) or not all(isinstance(u, str) for u in users):  # type: ignore[attr-defined]
+    if (
+        isinstance(users, str)
+        or not isinstance(users, Sequence)
+        or not all(isinstance(u, str) for u in users)
+    ):
         raise TypeError(f"allowed_users must be a sequence of str, not {users!r}")
     sddl = options.get("security_descriptor")
     if sddl is not None and not isinstance(sddl, str):
@@ -213,7 +219,7 @@ def listen_settings(name: str, options: Mapping[str, object], call: str = "liste
         allow_other_users=_flag(options, "allow_other_users"),
         backlog=backlog,
         allow_remote=_flag(options, "allow_remote"),
-        allowed_users=tuple(users),  # type: ignore[arg-type]
+        allowed_users=tuple(users),
         security_descriptor=sddl,
     )
     return Settings(**_common(call, name, options), endpoint=endpoint)  # type: ignore[arg-type]

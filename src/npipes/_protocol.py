@@ -16,8 +16,9 @@ Rules (docs/api.md "Errors, timeouts and interruptions"):
   ``ConnectionClosedError`` for ever.
 - A clean end of stream ends receiving only when it is delivered, so a side
   may still reply to a peer that half-closed after sending.
-- Read-ahead is bounded in bytes (``READ_AHEAD`` of decoded messages waiting
-  plus one frame); before authentication a peer may send at most
+- Read-ahead is bounded in bytes (``READ_AHEAD`` of decoded messages waiting,
+  each also counting ``ITEM_COST``, so empty messages and errors are bounded
+  too, plus one frame); before authentication a peer may send at most
   ``MAX_HANDSHAKE_MESSAGE`` bytes per message and one message ahead.
 - An exception or cancellation that leaves a frame half-sent
   (:meth:`send_failed`) or half-received (:meth:`recv_failed`) breaks the
@@ -64,6 +65,9 @@ __all__ = [
 
 READ_AHEAD: Final = 256 * 1024
 """Bytes of decoded messages that may wait for ``recv`` before reading pauses."""
+ITEM_COST: Final = 256
+"""Bytes each queued message or error counts for besides its payload (its objects),
+so empty messages and errors (bad CRCs) fill the read-ahead budget too."""
 PACK_LIMIT: Final = 64 * 1024
 """``send_many`` packs frame parts smaller than this into one write."""
 HANDSHAKE_TIMEOUT: Final = 5.0
@@ -77,6 +81,10 @@ class State(enum.Enum):
 
 
 Item = Frame | NpipesError
+
+
+def _cost(item: Item) -> int:
+    return ITEM_COST if isinstance(item, NpipesError) else item.size + ITEM_COST
 
 
 @final
@@ -118,6 +126,7 @@ class ConnectionCore:
         self._ready_bytes = 0
         self._handshaking = False
         self.receive_ended = False  # the peer's clean end was delivered; sending may go on
+        self.send_ended = ""  # why sending is over (the peer left); receiving may go on
 
     # -- state ----------------------------------------------------------------
 
@@ -171,6 +180,15 @@ class ConnectionCore:
         if self.state is not State.OPEN:
             raise self.closed_error()
 
+    def check_sending(self) -> None:
+        """Raise ConnectionClosedError unless a message may be sent now."""
+        if self.state is not State.OPEN:
+            raise self.closed_error()
+        if self.send_ended:
+            exc = ConnectionClosedError(f"{self.send_ended}; connect again to send")
+            self.annotate(exc)
+            raise exc
+
     def _check_receiving(self) -> None:
         if self.state is not State.OPEN:
             raise self.closed_error()
@@ -201,8 +219,8 @@ class ConnectionCore:
         """
         with_crc = self.crc if crc is None else self._with_crc(crc)
         parts = self.codec.encode(data, crc=with_crc, max_size=self.max_message_size)
-        if self.state is not State.OPEN:
-            raise self.closed_error()
+        if self.state is not State.OPEN or self.send_ended:
+            self.check_sending()
         return parts
 
     def encode_many(
@@ -220,7 +238,7 @@ class ConnectionCore:
         encode = self.codec.encode
         if self._message_ends and self.message_mode:
             units = [list(encode(m, crc=with_crc, max_size=limit)) for m in messages]
-            self.check_open()
+            self.check_sending()
             return units, len(units)
         buffers: list[Buffer] = []
         pending: list[Buffer] = []  # small parts waiting to be packed together
@@ -242,15 +260,16 @@ class ConnectionCore:
             count += 1
         if pending:
             buffers.append(b"".join(pending))
-        self.check_open()
+        self.check_sending()
         return ([buffers] if buffers else []), count
 
     def send_failed(self, exc: BaseException, *, started: bool = True) -> None:
         """Apply the rule for an exception out of a write.
 
         Only a timeout that says nothing went out (``partial=False``) leaves the
-        connection usable; anything else (a partial timeout, a broken pipe,
-        Ctrl+C or a cancellation mid-write) may have torn a frame.
+        connection usable; anything else (a partial timeout, Ctrl+C or a
+        cancellation mid-write) may have torn a frame. A peer that is gone ends
+        sending only: what it sent before it left is still received.
         """
         self.annotate(exc)
         if not started or (isinstance(exc, PipeTimeoutError) and not exc.partial):
@@ -258,7 +277,8 @@ class ConnectionCore:
         if isinstance(exc, PipeTimeoutError):
             self.break_("a send timed out after part of a message went out")
         elif isinstance(exc, ConnectionClosedError):
-            self.close("the peer closed the connection")
+            if self.state is State.OPEN and not self.send_ended:
+                self.send_ended = "the peer closed the connection"
         else:
             self.break_(f"a send was interrupted ({type(exc).__name__})")
 
@@ -307,16 +327,24 @@ class ConnectionCore:
 
     def decode_available(self) -> None:
         """Decode what has arrived into the queue, within the read-ahead budget."""
-        ready = self._ready
         while self.wants_data():
             item = self._decode()
             if item is None:
                 return
-            ready.append(item)
-            if not isinstance(item, NpipesError):
-                self._ready_bytes += item.size
-            elif self.state is not State.OPEN or isinstance(item, ConnectionClosedError):
+            self._push(item)
+            if isinstance(item, NpipesError) and (
+                self.state is not State.OPEN or isinstance(item, ConnectionClosedError)
+            ):
                 return  # nothing after a fatal error or the end
+
+    def _push(self, item: Item) -> None:
+        self._ready.append(item)
+        self._ready_bytes += _cost(item)
+
+    def _pop(self) -> Item:
+        item = self._ready.popleft()
+        self._ready_bytes -= _cost(item)
+        return item
 
     def wants_data(self) -> bool:
         """Whether the driver should keep reading (the read-ahead budget is not used up)."""
@@ -348,10 +376,7 @@ class ConnectionCore:
         """
         require = self.crc if crc is None else self._with_crc(crc)
         if self._ready:
-            item = self._ready.popleft()
-            if not isinstance(item, NpipesError):
-                self._ready_bytes -= item.size
-            return self._deliver(item, require)
+            return self._deliver(self._pop(), require)
         if self.state is not State.OPEN or self.receive_ended:
             self._check_receiving()
         try:  # the hot path: straight from the decoder
@@ -389,9 +414,7 @@ class ConnectionCore:
             item = self._decode()
             if item is None:
                 return None
-            ready.append(item)
-            if not isinstance(item, NpipesError):
-                self._ready_bytes += item.size
+            self._push(item)
         if ready:
             item = ready[0]
             if not isinstance(item, NpipesError):
@@ -402,12 +425,11 @@ class ConnectionCore:
                         f"the next message is {len(payload)} bytes; the buffer holds {len(view)}",
                         size=len(payload),
                     )
-                ready.popleft()
-                self._ready_bytes -= item.size
+                self._pop()
                 self._deliver(item, require)
                 view[: len(payload)] = payload
                 return len(payload)
-            ready.popleft()
+            self._pop()
             self._deliver(item, require)
         self._check_receiving()
         try:
@@ -444,14 +466,11 @@ class ConnectionCore:
                 item = self._decode()
                 if item is None:
                     break
-                ready.append(item)
-                if not isinstance(item, NpipesError):
-                    self._ready_bytes += item.size
+                self._push(item)
             item = ready[0]
             if isinstance(item, NpipesError) or (require and not item.crc):
                 break  # raised by the next call, so the messages before it are not lost
-            ready.popleft()
-            self._ready_bytes -= item.size
+            self._pop()
             out.append(item.message)
         return out
 

@@ -34,7 +34,15 @@ from ._options import (
     connect_settings,
     listen_settings,
 )
-from ._protocol import HANDSHAKE_TIMEOUT, ConnectionCore, Exchange, State, accept_side, connect_side
+from ._protocol import (
+    HANDSHAKE_TIMEOUT,
+    PACK_LIMIT,
+    ConnectionCore,
+    Exchange,
+    State,
+    accept_side,
+    connect_side,
+)
 from .connection import writable_view
 from .errors import ConnectionClosedError, NpipesError, PipeTimeoutError
 
@@ -46,7 +54,6 @@ if TYPE_CHECKING:
 __all__ = ["Connection", "Listener", "Server", "connect", "listen", "serve"]
 
 _T = TypeVar("_T")
-_JOIN_LIMIT: Final = 64 * 1024  # frames below this go to the transport as one write
 
 
 class _StreamProtocol(asyncio.BufferedProtocol):
@@ -99,6 +106,10 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         self._write_paused = False
         _wake(self._drain_waiters)
 
+    def closed_locally(self) -> None:
+        """The core was closed here: calls waiting to receive end now, not after the flush."""
+        _wake(self._recv_waiters)
+
     # -- decoding ---------------------------------------------------------------
 
     def _decode(self) -> None:
@@ -115,7 +126,7 @@ class _StreamProtocol(asyncio.BufferedProtocol):
 
     def took(self) -> None:
         """A call took a message from the queue: read on if the budget allows."""
-        if self._read_paused and self.core.wants_data():
+        if self._read_paused and self.core.state is State.OPEN and self.core.wants_data():
             self._read_paused = False
             self._decode()  # bytes already read may complete more messages
             if not self._read_paused and self.transport is not None and not self.lost:
@@ -218,13 +229,17 @@ class Connection:
 
     def _check_writable(self) -> None:
         if self._protocol.lost or self._transport.is_closing():
-            self._core.close("the connection is closed")
-        self._core.check_open()
+            self._peer_gone()
+        self._core.check_sending()
 
     def _check_written(self) -> None:
         if self._transport.is_closing():  # the write failed at once: the peer is gone
-            self._core.close("the peer closed the connection")
-            raise self._core.closed_error()
+            self._peer_gone()
+            self._core.check_sending()
+
+    def _peer_gone(self) -> None:
+        # The core's rule: sending is over; what the peer sent before is still received.
+        self._core.send_failed(ConnectionClosedError("the peer closed the connection"))
 
     def _write(self, parts: Sequence[Buffer]) -> None:
         # All parts now, with no await between them: frames never interleave.
@@ -232,7 +247,7 @@ class Connection:
         # after the call (Python 3.12+ transports keep views), so they are copied.
         write = self._transport.write
         views = [memoryview(part) for part in parts]
-        if sum(view.nbytes for view in views) <= _JOIN_LIMIT:
+        if sum(view.nbytes for view in views) <= PACK_LIMIT:  # one write, as send_many packs
             write(b"".join(views))
             return
         for part, view in zip(parts, views, strict=True):
@@ -283,7 +298,9 @@ class Connection:
 
     # -- receiving ----------------------------------------------------------
 
-    async def _next_frame(self, crc: bool | None) -> Frame:
+    async def _next_frame(self, crc: bool | None, *, resume: bool = True) -> Frame:
+        """The next frame; ``resume=False`` leaves reading paused where the budget paused
+        it (the handshake: what follows its last message is decoded under normal limits)."""
         core = self._core
         protocol = self._protocol
         while True:
@@ -291,9 +308,11 @@ class Connection:
                 frame = core.next_frame(crc)
             except NpipesError:
                 self._after_error()
+                protocol.took()  # a dropped message frees its share of the budget too
                 raise
             if frame is not None:
-                protocol.took()
+                if resume:
+                    protocol.took()
                 return frame
             await protocol.wait_readable()
 
@@ -347,6 +366,7 @@ class Connection:
                 size = core.next_message_into(view, crc, direct=False)
             except NpipesError:
                 self._after_error()
+                protocol.took()  # a dropped message frees its share of the budget too
                 raise
             if size is not None:
                 protocol.took()
@@ -363,7 +383,14 @@ class Connection:
             step = next(steps)
             while True:
                 if step is None:
-                    step = steps.send(await self.recv(timeout=deadline.remaining()))
+                    # Taken without resuming reading: bytes after this message (an
+                    # authenticated peer's first message may follow the last one in
+                    # the same read) are decoded once the exchange has moved on.
+                    frame = await self._wait(
+                        self._next_frame(None, resume=False), deadline.remaining(), "recv"
+                    )
+                    step = steps.send(frame.message)
+                    self._protocol.took()
                 else:
                     await self.send(step, timeout=deadline.remaining())
                     step = steps.send(None)
@@ -420,6 +447,7 @@ class Connection:
         core = self._core
         was_open = core.state is State.OPEN
         core.close()
+        self._protocol.closed_locally()
         if self._transport.is_closing() and not was_open and self._protocol.lost:
             return
         self._transport.close()  # flushes what is buffered, then closes

@@ -47,6 +47,22 @@ def _lock_timeout(what: str, deadline: Deadline) -> PipeTimeoutError:
     )
 
 
+def _acquire(lock: threading.Lock, deadline: Deadline) -> bool:
+    """Take ``lock`` within ``deadline``; False once it passed.
+
+    A wait longer than ``threading.TIMEOUT_MAX`` (about 49.7 days on Windows)
+    raises OverflowError, so a long deadline is waited for in slices.
+    """
+    while True:
+        left = deadline.remaining_lock()
+        if left < 0:
+            return lock.acquire()
+        if left <= threading.TIMEOUT_MAX:
+            return lock.acquire(True, left)
+        if lock.acquire(True, threading.TIMEOUT_MAX):
+            return True
+
+
 def writable_view(buffer: Buffer) -> memoryview:
     """``buffer`` as a writable byte view, or a TypeError saying what is accepted."""
     try:
@@ -195,12 +211,11 @@ class Connection:
 
     def _write(self, writes: Iterable[Sequence[Buffer]], deadline: Deadline) -> None:
         lock = self._send_lock
-        if not lock.acquire(True, -1 if deadline is NO_DEADLINE else deadline.remaining_lock()):
+        if not _acquire(lock, deadline):
             raise self._core_annotated(_lock_timeout("send", deadline))
         try:
             core = self._core
-            if core.state is not State.OPEN:
-                raise core.closed_error()
+            core.check_sending()
             send = self._stream.send
             started = False
             for buffers in writes:
@@ -242,7 +257,7 @@ class Connection:
         """
         deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
         lock = self._recv_lock
-        if not lock.acquire(True, -1 if deadline is NO_DEADLINE else deadline.remaining_lock()):
+        if not _acquire(lock, deadline):
             raise self._core_annotated(_lock_timeout("recv", deadline))
         try:
             return self._receive(deadline, crc).message
@@ -287,7 +302,7 @@ class Connection:
             raise ValueError("max_messages must be at least 1")
         deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
         lock = self._recv_lock
-        if not lock.acquire(True, deadline.remaining_lock()):
+        if not _acquire(lock, deadline):
             raise self._core_annotated(_lock_timeout("recv", deadline))
         try:
             messages = [self._receive(deadline, crc).message]
@@ -314,7 +329,7 @@ class Connection:
         view = writable_view(buffer)
         deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
         lock = self._recv_lock
-        if not lock.acquire(True, deadline.remaining_lock()):
+        if not _acquire(lock, deadline):
             raise self._core_annotated(_lock_timeout("recv", deadline))
         core = self._core
         stream = self._stream
@@ -378,7 +393,7 @@ class Connection:
         core = self._core
         deadline = Deadline(timeout)
         lock = self._recv_lock
-        if not lock.acquire(True, deadline.remaining_lock()):
+        if not _acquire(lock, deadline):
             return False
         try:
             if core.has_input:
@@ -498,18 +513,27 @@ class Listener:
         """Accept connections until the listener is closed; a client that fails
         the authkey handshake is skipped (logged at debug level)."""
         while True:
+            conn = self._accept_next()
+            if conn is None:
+                return
+            yield conn
+            del conn  # keep no finished connection alive while waiting for the next one
+
+    def _accept_next(self) -> Connection | None:
+        """The next authenticated client, or None once the listener is closed."""
+        while True:
             try:
                 conn = self._accept_unauthenticated()
             except ConnectionClosedError:
                 if self._closed:
-                    return
+                    return None
                 raise
             try:
                 conn._authenticate()
             except NpipesError as exc:
                 log.debug("client on %s failed the handshake: %s", self.address, exc)
                 continue
-            yield conn
+            return conn
 
     def close(self) -> None:
         """Stop listening and remove the endpoint; idempotent, safe from another thread."""

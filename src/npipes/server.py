@@ -24,6 +24,7 @@ from typing import Final, Self, Unpack, final
 
 from ._deadline import Deadline
 from ._options import ListenOptions
+from ._protocol import HANDSHAKE_TIMEOUT
 from .connection import Connection, Listener, listen
 from .errors import ConnectionClosedError, NpipesError
 
@@ -33,13 +34,24 @@ log = logging.getLogger("npipes.server")
 
 Handler = Callable[[Connection], object]
 
-DEFAULT_HANDSHAKE_TIMEOUT: Final = 5.0
+DEFAULT_HANDSHAKE_TIMEOUT: Final = HANDSHAKE_TIMEOUT  # one default, the core's
 """Seconds a client of a server with an ``authkey`` has to complete the handshake."""
 
 
-def _check_timeouts(handshake_timeout: float | None, idle_timeout: float | None) -> None:
+def _check_server_options(
+    max_connections: int, handshake_timeout: float | None, idle_timeout: float | None
+) -> None:
+    """The checks of ``serve``'s own options (sync and asyncio), at the call."""
+    if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+        raise TypeError(f"max_connections must be an int, not {max_connections!r}")
+    if max_connections < 1:
+        raise ValueError("max_connections must be at least 1")
     for option, value in (("handshake_timeout", handshake_timeout), ("idle_timeout", idle_timeout)):
-        if value is not None and not value > 0:
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{option} must be None or a number of seconds > 0, not {value!r}")
+        if not value > 0:
             raise ValueError(f"{option} must be None or a number of seconds > 0, not {value!r}")
 
 
@@ -117,6 +129,7 @@ class Server:
         self._workers: dict[threading.Thread, Connection] = {}
         self._handling: set[Connection] = set()  # connections whose handler runs
         self._stopped = threading.Event()
+        self._close_done = threading.Event()
         self._acceptor = threading.Thread(
             target=self._accept_loop, name=f"npipes-serve-{listener.name}", daemon=True
         )
@@ -222,13 +235,28 @@ class Server:
 
         Clients still in their handshake or first-message wait are closed at once.
         """
-        if self._stopped.is_set():
+        with self._lock:
+            first = not self._stopped.is_set()
+            self._stopped.set()
+            in_handler = threading.current_thread() in self._workers
+        if not first:
+            # Another close() is under way: wait for it (a handler does not, since
+            # that close() waits for the handler).
+            if not in_handler:
+                self._close_done.wait()
             return
-        self._stopped.set()
+        try:
+            self._close(timeout)
+        finally:
+            self._close_done.set()
+
+    def _close(self, timeout: float | None) -> None:
         self.listener.close()
         self._acceptor.join()
+        # A handler may close its own server: it is neither waited for nor closed here.
+        me = threading.current_thread()
         with self._lock:
-            workers = list(self._workers)
+            workers = [worker for worker in self._workers if worker is not me]
             waiting = [conn for conn in self._workers.values() if conn not in self._handling]
         for conn in waiting:
             conn.close()  # no handler runs for it yet: nothing to let finish
@@ -236,7 +264,7 @@ class Server:
         for worker in workers:
             worker.join(deadline.remaining())
         with self._lock:
-            stragglers = list(self._workers.items())
+            stragglers = [(w, c) for w, c in self._workers.items() if w is not me]
         for worker, conn in stragglers:
             conn.close()  # wakes a handler blocked in recv
             worker.join(1.0)
@@ -279,9 +307,7 @@ def serve(
             as long as the handler does: keep None for protocols where the server
             speaks first, set it when clients are not trusted.
     """
-    if max_connections < 1:
-        raise ValueError("max_connections must be at least 1")
-    _check_timeouts(handshake_timeout, idle_timeout)
+    _check_server_options(max_connections, handshake_timeout, idle_timeout)
     listener = listen(name, **options)
     return Server(
         listener,
