@@ -369,3 +369,34 @@ def test_aio_handler_can_reply_to_a_half_closed_peer(pipe_name: str) -> None:
             await listener.aclose()
 
     asyncio.run(main())
+
+
+def test_close_racing_accept_is_always_connection_closed(pipe_name: str) -> None:
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: the race shows
+    try:
+        _close_racing_accept(pipe_name)
+    finally:
+        sys.setswitchinterval(old)
+
+
+def _close_racing_accept(pipe_name: str) -> None:
+    for i in range(300):
+        listener = npipes.listen(f"{pipe_name}-{i}")
+        errors: list[BaseException] = []
+
+        def accept(
+            listener: npipes.Listener = listener, errors: list[BaseException] = errors
+        ) -> None:
+            try:
+                listener.accept(timeout=10)
+            except BaseException as exc:  # noqa: BLE001 - recorded and checked below
+                errors.append(exc)
+
+        thread = threading.Thread(target=accept)
+        thread.start()
+        time.sleep(i % 7 * 1e-5)
+        listener.close()
+        thread.join(10)
+        assert len(errors) == 1
+        assert isinstance(errors[0], npipes.ConnectionClosedError), repr(errors[0])

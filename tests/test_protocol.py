@@ -266,3 +266,20 @@ def test_take_ready_leaves_errors_for_the_next_call() -> None:
     assert core.take_ready(10) == [b"2"]
     with pytest.raises(npipes.ProtocolError):
         core.next_message()
+
+
+def test_pre_authentication_limits_hold_before_the_handshake_starts() -> None:
+    # An asyncio transport may read before the driver starts the handshake.
+    core = make_core(max_message_size=None, authenticating=True)
+    feed(core, encode_frame(b"")[:8] + (1 << 30).to_bytes(8, "little"))
+    core.decode_available()
+    with pytest.raises(npipes.MessageTooLargeError):
+        core.next_message()
+
+
+def test_after_the_handshake_the_configured_limit_is_back() -> None:
+    core = make_core(authenticating=True)
+    steps = core.handshake(connect_side(b"key"))
+    next(steps)
+    steps.close()
+    assert core._decoder.max_message_size == 1 << 20

@@ -97,6 +97,8 @@ class ConnectionCore:
         max_message_size: largest message sent or accepted (None: no limit).
         message_mode: the stream keeps message boundaries (Windows pipes).
         name, address: for error messages.
+        authenticating: an authkey handshake comes first: the pre-authentication
+            limits hold from the first byte, whatever order the driver runs in.
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class ConnectionCore:
         message_mode: bool,
         name: str | None,
         address: str | None,
+        authenticating: bool = False,
     ) -> None:
         self.codec: Final = codec
         self.crc: Final = crc
@@ -124,7 +127,9 @@ class ConnectionCore:
         )
         self._ready: collections.deque[Item] = collections.deque()
         self._ready_bytes = 0
-        self._handshaking = False
+        self._handshaking = authenticating
+        if authenticating:
+            self._decoder.max_message_size = MAX_HANDSHAKE_MESSAGE
         self.receive_ended = False  # the peer's clean end was delivered; sending may go on
         self.send_ended = ""  # why sending is over (the peer left); receiving may go on
 
@@ -513,7 +518,6 @@ class ConnectionCore:
         message is decoded ahead.
         """
         decoder = self._decoder
-        saved = decoder.max_message_size
         decoder.max_message_size = MAX_HANDSHAKE_MESSAGE
         self._handshaking = True
         try:
@@ -534,5 +538,5 @@ class ConnectionCore:
             self.break_(f"authentication failed ({exc})")
             raise
         finally:
-            decoder.max_message_size = saved
+            decoder.max_message_size = self.max_message_size
             self._handshaking = False

@@ -486,6 +486,7 @@ def _protocol_factory(settings: Settings, address: str) -> Callable[[], _StreamP
             message_mode=False,
             name=settings.name,
             address=address,
+            authenticating=settings.authkey is not None,
         )
     )
 

@@ -118,6 +118,7 @@ class Connection:
             message_mode=stream.message_mode,
             name=settings.name,
             address=self.address,
+            authenticating=settings.authkey is not None,
         )
         self._authkey_side = authkey_side
         self._send_lock = threading.Lock()

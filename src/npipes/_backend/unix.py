@@ -560,10 +560,15 @@ class UnixListener:
         try:
             listening = self.listening_socket
             poller = select.poll()
-            poller.register(listening, select.POLLIN)
-            poller.register(self._wake_r, select.POLLIN)
             wake_only = select.poll()
-            wake_only.register(self._wake_r, select.POLLIN)
+            try:
+                poller.register(listening, select.POLLIN)
+                poller.register(self._wake_r, select.POLLIN)
+                wake_only.register(self._wake_r, select.POLLIN)
+            except (ValueError, OSError) as exc:
+                # close() from another thread got in between: the socket is gone.
+                self._raise_if_closed(exc)
+                raise
             while True:
                 ready = poller.poll(wait_ms(deadline))
                 self._raise_if_closed()  # close() from another thread woke us
