@@ -414,6 +414,20 @@ def test_recv_into_finishes_a_frame_begun_by_recv() -> None:
     assert decoder.release_buffer() is False
 
 
+def test_recv_into_a_short_buffer_leaves_a_half_read_small_frame_queued() -> None:
+    wire = encode_frame(b"s" * 1000)
+    decoder = FrameDecoder()
+    decoder.feed_data(wire[:500])
+    assert decoder.next_frame() is None  # the header is parsed; the body is on its way
+    with pytest.raises(npipes.BufferTooSmallError):
+        decoder.next_frame_into(bytearray(999))
+    assert decoder.release_buffer() is False
+    decoder.feed_data(wire[500:])
+    target = bytearray(1000)
+    assert decoder.next_frame_into(target) == (1000, False, False)
+    assert target == b"s" * 1000
+
+
 # -- 8. wrong payload types fail at encode time -------------------------------------------------
 
 

@@ -100,9 +100,13 @@ def frame_parts(
     """
     flags = 0
     payload: Buffer
-    if type(data) is bytes:  # the common case, without a call
+    if type(data) is bytes:  # the common cases first, without a call
         payload = data
         size = len(data)
+    elif type(data) is str:
+        payload = data.encode("utf-8")
+        size = len(payload)
+        flags = FLAG_TEXT
     else:
         payload, size, text = as_buffer(data)
         if text:
@@ -445,6 +449,15 @@ class FrameDecoder:
         state = self._state
         if state == _BROKEN:
             raise self._broken_error()
+        if into is not None and not self._borrowed and state != _HEADER_STATE:
+            # A frame begun by another call: it must fit, and it goes into ``into``.
+            if self._length > len(into):
+                raise BufferTooSmallError(
+                    f"the next message is {self._length} bytes; the buffer holds {len(into)}",
+                    size=self._length,
+                )
+            if state == _PAYLOAD and self._target_view is None:
+                self._borrow(into)
         if state == _HEADER_STATE:
             if self._end - self._start < HEADER_SIZE:
                 self._need_more()
@@ -466,15 +479,6 @@ class FrameDecoder:
             self._start = body_end
             self._state = _HEADER_STATE
             return payload, trailer
-        if into is not None and not self._borrowed and state in (_PAYLOAD, _TRAILER_STATE):
-            # A frame begun by another call: it must fit, and it goes into ``into``.
-            if self._length > len(into):
-                raise BufferTooSmallError(
-                    f"the next message is {self._length} bytes; the buffer holds {len(into)}",
-                    size=self._length,
-                )
-            if state == _PAYLOAD and self._target_view is None:
-                self._borrow(into)
         if state == _PAYLOAD:
             if self._end > self._start and self._filled < self._length:
                 self._move_buffered_payload()  # payload bytes arrived through feed_data

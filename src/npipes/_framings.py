@@ -206,6 +206,8 @@ class _SimpleDecoder:
             return
         elif kept + extra > size:
             size = max(2 * size, kept + extra)  # geometric: a long message costs O(n) copies
+            if self._need:  # but never past what the message needs (when its length is known)
+                size = min(size, max(self._need, kept + extra))
         if size == len(self._buf):
             self._buf[:kept] = self._buf[self._start : self._end]
         else:
