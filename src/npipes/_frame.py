@@ -24,9 +24,9 @@ grows four-fold as data arrives (16, 64, 256 MiB...) until the exact-size
 object is due; each step copies what arrived so far, so a message above
 16 MiB is copied once more in part (between 1/4 and 4/3 of its size), and a
 header alone costs at most 16 MiB of untouched address space. Lengths above
-what this interpreter can allocate (``_buffers.MAX_SIZE``, about 2**63) are refused like any message
-above ``max_message_size``. The read buffer that ``feed_data()`` may grow
-returns to its normal size once it is drained.
+what this interpreter can allocate (``_buffers.MAX_SIZE``, about 2**63) are
+refused like any message above ``max_message_size``. The read buffer that
+``feed_data()`` may grow returns to its normal size once it is drained.
 
 A caller's buffer (``next_frame_into``) is borrowed for one call only: the
 connection calls :meth:`FrameDecoder.release_buffer` after each call, which
