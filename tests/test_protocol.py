@@ -283,3 +283,20 @@ def test_after_the_handshake_the_configured_limit_is_back() -> None:
     next(steps)
     steps.close()
     assert core._decoder.max_message_size == 1 << 20
+
+
+def test_bytes_refused_as_they_arrive_take_their_place_in_the_stream() -> None:
+    # A pipe message without its own length passes the limit while arriving.
+    core = make_core("raw", message_mode=True, max_message_size=10)
+    buf = core.get_buffer()
+    buf[:4] = b"okay"
+    core.buffer_updated(4, message_end=True)
+    assert core.next_message() == b"okay"  # drivers decode before reading on
+    for _ in range(3):
+        buf = core.get_buffer()
+        n = min(len(buf), 5)
+        buf[:n] = b"x" * n
+        core.buffer_updated(n, message_end=False)
+    with pytest.raises(npipes.MessageTooLargeError):
+        core.next_message()
+    assert core.state is State.BROKEN

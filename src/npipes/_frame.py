@@ -15,6 +15,22 @@ allocates the payload object once, at its exact size, and ``get_buffer()``
 then points straight into it: an N-byte message costs N bytes and no joins.
 ``feed_data()`` is the simple copying entry point for tests and callers
 without a buffer-aware transport.
+
+Memory follows the bytes that arrived, never a length a peer announced
+(issue 10 §4). A payload up to ``_EAGER`` (16 MiB) gets its exact-size object
+at once: it is not zero-filled, so its pages stay untouched (no resident
+memory) until bytes land in them. A larger payload is read into storage that
+grows four-fold as data arrives (16, 64, 256 MiB...) until the exact-size
+object is due; each step copies what arrived so far, so a message above
+16 MiB is copied once more in part (between 1/4 and 4/3 of its size), and a
+header alone costs at most 16 MiB of untouched address space. Lengths above
+what this interpreter can allocate (``_buffers.MAX_SIZE``, about 2**63) are
+refused like any message above ``max_message_size``. The read buffer that
+``feed_data()`` may grow returns to its normal size once it is drained.
+
+A caller's buffer (``next_frame_into``) is borrowed for one call only: the
+connection calls :meth:`FrameDecoder.release_buffer` after each call, which
+forgets it and tells whether a frame was left half-received in it.
 """
 
 from __future__ import annotations
@@ -22,8 +38,9 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Final, NamedTuple, final
 
-from ._buffers import allocate
+from ._buffers import MAX_SIZE, allocate
 from ._crc import crc32
+from ._payload import as_buffer
 from .errors import (
     BufferTooSmallError,
     ChecksumError,
@@ -61,6 +78,7 @@ TRAILER_SIZE: Final = 4
 DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 30  # 1 GiB
 READ_BUFFER_SIZE: Final = 64 * 1024
 _LARGE: Final = 32 * 1024  # payloads from this size are read in place into their own buffer
+_EAGER: Final = 16 << 20  # payloads up to this size get their exact-size object at once
 
 _HEADER: Final = struct.Struct("<2sBBIQ")
 _TRAILER: Final = struct.Struct("<I")
@@ -78,22 +96,21 @@ def frame_parts(
         max_size: refuse payloads above this many bytes.
     Raises:
         MessageTooLargeError: the payload is above ``max_size``; nothing was encoded.
+        TypeError: ``data`` is not ``str`` or a C-contiguous bytes-like object.
     """
     flags = 0
     payload: Buffer
-    if isinstance(data, str):
+    if type(data) is bytes:  # the common cases first, without a call
+        payload = data
+        size = len(data)
+    elif type(data) is str:
         payload = data.encode("utf-8")
         size = len(payload)
         flags = FLAG_TEXT
-    elif isinstance(data, bytes):
-        payload = data
-        size = len(data)
     else:
-        view = memoryview(data)
-        if view.itemsize != 1 or view.ndim != 1:
-            view = view.cast("B")
-        payload = view
-        size = view.nbytes
+        payload, size, text = as_buffer(data)
+        if text:
+            flags = FLAG_TEXT
     if max_size is not None and size > max_size:
         raise MessageTooLargeError(
             f"cannot send a {size}-byte message: max_message_size is {max_size}."
@@ -157,6 +174,7 @@ class FrameDecoder:
             raise ValueError(f"buffer_size must be at least {HEADER_SIZE + TRAILER_SIZE}")
         self.max_message_size = max_message_size
         self.require_crc = require_crc
+        self._buffer_size = buffer_size
         self._buf = bytearray(buffer_size)
         self._view = memoryview(self._buf)  # kept: slicing it is cheaper than a new view
         self._start = 0  # first unparsed byte in _buf
@@ -166,7 +184,8 @@ class FrameDecoder:
         self._flags = 0
         self._length = 0
         self._target: bytes | bytearray | memoryview | None = None
-        self._target_view: memoryview | None = None
+        self._target_view: memoryview | None = None  # where the payload goes (may be short)
+        self._borrowed = False  # _target is the caller's buffer (next_frame_into)
         self._filled = 0
         self._error: Exception | None = None
 
@@ -211,7 +230,35 @@ class FrameDecoder:
         self._state = _BROKEN
         self._error = exc
         self._target = self._target_view = None
+        self._borrowed = False
         return exc
+
+    def release_buffer(self) -> bool:
+        """Forget the caller's buffer given to :meth:`next_frame_into`, if any.
+
+        A caller's buffer is borrowed for one call only (issue 10 §1): call this
+        after every ``next_frame_into`` call that did not return a frame
+        (the connection does, in a ``finally``).
+
+        Returns:
+            True if part of a frame had already been written into that buffer:
+            it cannot be recovered, the decoder is broken and the connection
+            must be closed. False if nothing was lost (the next call may use
+            another buffer, or :meth:`next_frame`).
+        """
+        if not self._borrowed:
+            return False
+        self._borrowed = False
+        self._target = self._target_view = None
+        if self._filled or self._state == _TRAILER_STATE:
+            self._fail(
+                ProtocolError(
+                    f"a receive into a caller's buffer stopped after {self._filled} bytes of a"
+                    f" {self._length}-byte message; the rest cannot be received"
+                )
+            )
+            return True
+        return False
 
     # -- input ------------------------------------------------------------
 
@@ -220,10 +267,16 @@ class FrameDecoder:
         if self._state == _BROKEN:
             raise self._broken_error()
         if self._state == _PAYLOAD:
-            view = self._target_view or self._allocate_target()
-            return view[self._filled :]
+            if self._filled < self._length:
+                view = self._target_view
+                if view is None or self._filled == len(view):
+                    view = self._grow_target()
+                return view[self._filled :]
+            self._state = _TRAILER_STATE  # the payload is whole; the CRC comes next
         if self._start == self._end:
             self._start = self._end = 0
+            if len(self._buf) > self._buffer_size:  # feed_data grew it for a big chunk
+                self._set_buffer(bytearray(self._buffer_size))
         elif len(self._buf) - self._end < HEADER_SIZE + TRAILER_SIZE or self._needed_room():
             self._compact()
         return self._view[self._end :]
@@ -233,6 +286,10 @@ class FrameDecoder:
         if self._state != _BODY:
             return False
         return self._start + self._length + self._trailer_size() > len(self._buf)
+
+    def _set_buffer(self, buf: bytearray) -> None:
+        self._buf = buf
+        self._view = memoryview(buf)
 
     def _compact(self) -> None:
         count = self._end - self._start
@@ -245,7 +302,8 @@ class FrameDecoder:
             raise ValueError("nbytes must be >= 0")
         if self._state == _PAYLOAD:
             self._filled += nbytes
-            if self._filled > self._length:
+            view = self._target_view
+            if view is None or self._filled > len(view):
                 raise ValueError("more bytes reported than the buffer had room for")
         else:
             self._end += nbytes
@@ -257,23 +315,30 @@ class FrameDecoder:
         if self._state == _BROKEN:
             raise self._broken_error()
         view = memoryview(data).cast("B")
-        if self._state == _PAYLOAD:
-            target = self._target_view or self._allocate_target()
-            take = min(len(view), self._length - self._filled)
-            target[self._filled : self._filled + take] = view[:take]
-            self._filled += take
-            view = view[take:]
+        if self._state == _PAYLOAD and not self._borrowed:
+            while view and self._filled < self._length:
+                target = self._target_view
+                if target is None or self._filled == len(target):
+                    target = self._grow_target()
+                take = min(len(view), len(target) - self._filled)
+                target[self._filled : self._filled + take] = view[:take]
+                self._filled += take
+                view = view[take:]
             if not view:
                 return
             # The rest belongs to the trailer and following frames.
+        if self._start == self._end:
+            self._start = self._end = 0
+            if len(self._buf) > self._buffer_size and len(view) <= self._buffer_size:
+                self._set_buffer(bytearray(self._buffer_size))  # back to normal after a big chunk
         free = len(self._buf) - self._end
         if len(view) > free:
             kept = self._end - self._start
-            size = max(len(self._buf), kept + len(view))
+            size = max(self._buffer_size, kept + len(view))
             new = bytearray(size)
             new[:kept] = self._buf[self._start : self._end]
-            self._buf, self._start, self._end = new, 0, kept
-            self._view = memoryview(new)
+            self._set_buffer(new)
+            self._start, self._end = 0, kept
         self._buf[self._end : self._end + len(view)] = view
         self._end += len(view)
 
@@ -336,18 +401,30 @@ class FrameDecoder:
 
         Returns:
             ``(size, text, crc)`` once a frame is complete, else None.
+        The decoder may write into ``buffer`` during this call only; call
+        :meth:`release_buffer` afterwards (it keeps a reference until then).
+
         Raises:
             BufferTooSmallError: the next frame is longer than ``buffer``; nothing
                 is consumed.
         """
-        view = memoryview(buffer).cast("B")
+        view = memoryview(buffer)
         if view.readonly:
             raise TypeError("recv_into needs a writable buffer")
+        if not view.c_contiguous:
+            raise TypeError(
+                "recv_into needs a C-contiguous buffer; pass bytearray(n) or"
+                " numpy.ascontiguousarray(x)"
+            )
+        view = view.cast("B")
         payload = self._advance(view)
         if payload is None:
             return None
         crc = bool(self._flags & FLAG_CRC)
         frame = self._finish(payload, into=view)
+        data = payload[0]
+        if not isinstance(data, memoryview):  # read into the decoder's own object
+            view[: frame.size] = data
         return frame.size, bool(self._flags & FLAG_TEXT), crc
 
     def __iter__(self) -> FrameDecoder:
@@ -372,6 +449,15 @@ class FrameDecoder:
         state = self._state
         if state == _BROKEN:
             raise self._broken_error()
+        if into is not None and not self._borrowed and state != _HEADER_STATE:
+            # A frame begun by another call: it must fit, and it goes into ``into``.
+            if self._length > len(into):
+                raise BufferTooSmallError(
+                    f"the next message is {self._length} bytes; the buffer holds {len(into)}",
+                    size=self._length,
+                )
+            if state == _PAYLOAD and self._target_view is None:
+                self._borrow(into)
         if state == _HEADER_STATE:
             if self._end - self._start < HEADER_SIZE:
                 self._need_more()
@@ -394,8 +480,8 @@ class FrameDecoder:
             self._state = _HEADER_STATE
             return payload, trailer
         if state == _PAYLOAD:
-            if self._target_view is None and self._end > self._start:
-                self._allocate_target()  # payload bytes arrived through feed_data
+            if self._end > self._start and self._filled < self._length:
+                self._move_buffered_payload()  # payload bytes arrived through feed_data
             if self._filled < self._length:
                 self._need_more()
                 return None
@@ -409,6 +495,7 @@ class FrameDecoder:
             self._start += size
             target, view = self._target, self._target_view
             self._target = self._target_view = None
+            self._borrowed = False
             self._state = _HEADER_STATE
             if isinstance(target, bytes):
                 return target, trailer
@@ -449,6 +536,15 @@ class FrameDecoder:
         if reserved:
             raise self._fail(ProtocolError(f"reserved header field is not zero: {reserved:#x}"))
         limit = self.max_message_size
+        if length > MAX_SIZE:  # only with limit None: no object can be that big
+            raise self._fail(
+                MessageTooLargeError(
+                    f"the peer announced a {length}-byte message, more than any object can"
+                    " hold; is the peer using another framing?",
+                    size=length,
+                    limit=MAX_SIZE,
+                )
+            )
         if limit is not None and length > limit:
             raise self._fail(
                 MessageTooLargeError(
@@ -474,39 +570,51 @@ class FrameDecoder:
         # Large frame (or caller's buffer): the payload gets its own storage,
         # allocated once its first bytes are here (a bare header costs nothing).
         self._filled = 0
+        self._target = self._target_view = None
         self._state = _PAYLOAD
         if into is not None:
-            self._target, self._target_view = into, into[:length]
+            self._borrow(into)
+        if self._end > self._start:
             self._move_buffered_payload()
-        elif self._end > self._start:
-            self._allocate_target()
 
-    def _allocate_target(self) -> memoryview:
+    def _borrow(self, into: memoryview) -> None:
+        self._target, self._target_view = into, into[: self._length]
+        self._borrowed = True
+
+    def _grow_target(self) -> memoryview:
+        """Give the payload room for more bytes; memory follows what arrived (module doc)."""
         length = self._length
+        old = self._target_view
+        size = length if length <= _EAGER else min(length, max(_EAGER, 4 * self._filled))
         try:
-            self._target, view = allocate(length)
-        except (MemoryError, OverflowError) as exc:
+            target, view = allocate(size)
+        except MemoryError as exc:
             raise self._fail(
                 MessageTooLargeError(
-                    f"cannot allocate {length} bytes for the peer's message;"
+                    f"cannot allocate {size} bytes for the peer's {length}-byte message;"
                     " set max_message_size to refuse such messages up front",
                     size=length,
-                    limit=self.max_message_size or 0,
+                    limit=self.max_message_size or MAX_SIZE,
                 )
             ) from exc
-        self._target_view = view
-        self._move_buffered_payload()
+        if self._filled:
+            assert old is not None
+            view[: self._filled] = old[: self._filled]
+        self._target, self._target_view = target, view
         return view
 
     def _move_buffered_payload(self) -> None:
-        # Payload bytes that came in the same read as the header.
-        assert self._target_view is not None
-        have = min(self._end - self._start, self._length - self._filled)
-        self._target_view[self._filled : self._filled + have] = self._view[
-            self._start : self._start + have
-        ]
-        self._start += have
-        self._filled += have
+        # Payload bytes that came in the same read as the header, or through feed_data.
+        while self._end > self._start and self._filled < self._length:
+            target = self._target_view
+            if target is None or self._filled == len(target):
+                target = self._grow_target()
+            have = min(self._end - self._start, len(target) - self._filled)
+            target[self._filled : self._filled + have] = self._view[
+                self._start : self._start + have
+            ]
+            self._start += have
+            self._filled += have
 
     def _finish(self, parts: tuple[Buffer, bytes], into: memoryview | None = None) -> Frame:
         payload, trailer = parts

@@ -17,6 +17,21 @@ read ended), ``feed_eof``, ``next_frame``, ``next_frame_into``, ``broken``,
 - ``raw``: nothing; what each read returned (POSIX) or one pipe message (Windows).
 - ``lines``: UTF-8 text, one message per ``\\n``-terminated line; ``str``.
 - ``dotnet``: Microsoft's ``StreamString`` sample, ``!H`` byte length + UTF-16LE; ``str``.
+
+Against a hostile peer (issue 10 §4) every decoder here:
+
+- grows its buffer with the bytes that arrived, never to a length the peer
+  announced: up to 1 MiB at once, then at most doubling what is buffered
+  (``bytearray`` zero-fills, so an announced size would be resident memory at
+  once). The cost: a message above 1 MiB is copied a few more times while it
+  grows (amortised O(n)). The buffer returns to 64 KiB once drained;
+- reads ``max_message_size`` for every message, so a changed limit (the
+  handshake's 256 bytes) applies to the next header, which is rejected before
+  its payload is read; a length no object can hold is refused even without a
+  limit;
+- ``raw`` (and ``multiprocessing`` on message pipes) fails as soon as an
+  unfinished pipe message passes the limit, and ``lines`` as soon as an
+  unfinished line does; ``lines`` looks at each byte once.
 """
 
 from __future__ import annotations
@@ -25,8 +40,10 @@ import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, Protocol, final, runtime_checkable
 
+from ._buffers import MAX_SIZE
 from ._crc import crc32
 from ._frame import Frame, FrameDecoder, frame_parts
+from ._payload import as_buffer
 from .errors import (
     BufferTooSmallError,
     ChecksumError,
@@ -59,7 +76,7 @@ class Decoder(Protocol):
     """What a transport drives (FrameDecoder is the reference implementation)."""
 
     require_crc: bool
-    max_message_size: int | None  # may change between frames (the handshake's cap)
+    max_message_size: int | None  # read for every message: a change applies to the next one
 
     @property
     def broken(self) -> bool: ...
@@ -72,6 +89,7 @@ class Decoder(Protocol):
     def feed_eof(self) -> None: ...
     def next_frame(self) -> Frame | None: ...
     def next_frame_into(self, buffer: Buffer) -> tuple[int, bool, bool] | None: ...
+    def release_buffer(self) -> bool: ...
 
 
 @runtime_checkable
@@ -95,6 +113,8 @@ class Codec(Protocol):
 
 
 _SMALL: Final = 16 * 1024  # frames below this are sent as one joined buffer
+_BUFFER_SIZE: Final = 64 * 1024  # the simple decoders' read buffer, between big messages
+_EAGER: Final = 1 << 20  # room given at once for a message; beyond it, room follows the data
 
 
 def _too_large(size: int, limit: int, framing: str) -> MessageTooLargeError:
@@ -103,14 +123,6 @@ def _too_large(size: int, limit: int, framing: str) -> MessageTooLargeError:
         size=size,
         limit=limit,
     )
-
-
-def _as_bytes(data: Payload, encoding: str = "utf-8") -> Buffer:
-    return data.encode(encoding) if isinstance(data, str) else data
-
-
-def _size(data: Buffer) -> int:
-    return len(data) if isinstance(data, bytes) else memoryview(data).nbytes
 
 
 def _check_size(size: int, max_size: int | None, framing: str) -> None:
@@ -157,7 +169,7 @@ class _SimpleDecoder:
     def __init__(self, *, max_message_size: int | None, require_crc: bool = False) -> None:
         self.max_message_size = max_message_size
         self.require_crc = require_crc
-        self._buf = bytearray(64 * 1024)
+        self._buf = bytearray(_BUFFER_SIZE)
         self._start = 0
         self._end = 0
         self._eof = False
@@ -180,14 +192,22 @@ class _SimpleDecoder:
         if self._broken is not None:
             raise ProtocolError(f"the stream is unusable after an earlier error: {self._broken}")
 
+    def _fail(self, exc: NpipesError) -> NpipesError:
+        self._broken = exc
+        return exc
+
     def _room(self, extra: int) -> None:
-        """Make sure ``extra`` more bytes fit after ``_end`` (compact or grow)."""
+        """Make sure ``extra`` more bytes fit after ``_end`` (compact, grow or shrink)."""
         kept = self._end - self._start
-        if len(self._buf) - self._end >= extra:
-            return
         size = len(self._buf)
-        if kept + extra > size:
+        if size > _BUFFER_SIZE and kept + extra <= _BUFFER_SIZE // 2:
+            size = _BUFFER_SIZE  # a big message is gone: give the memory back
+        elif size - self._end >= extra:
+            return
+        elif kept + extra > size:
             size = max(2 * size, kept + extra)  # geometric: a long message costs O(n) copies
+            if self._need:  # but never past what the message needs (when its length is known)
+                size = min(size, max(self._need, kept + extra))
         if size == len(self._buf):
             self._buf[:kept] = self._buf[self._start : self._end]
         else:
@@ -196,12 +216,17 @@ class _SimpleDecoder:
             self._buf = new
         self._start, self._end = 0, kept
 
+    def _want(self) -> int:
+        """How much room the next read gets: what the message still needs, but
+        at most ``_EAGER`` or the bytes already buffered (memory follows data)."""
+        kept = self._end - self._start
+        return max(4096, min(self._need - kept, max(_EAGER, kept)))
+
     def get_buffer(self) -> memoryview:
         self._check()
         if self._start == self._end:
             self._start = self._end = 0
-        want = max(4096, self._need - (self._end - self._start))
-        self._room(want)
+        self._room(self._want())
         return memoryview(self._buf)[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -215,6 +240,11 @@ class _SimpleDecoder:
         self._room(len(view))
         self._buf[self._end : self._end + len(view)] = view
         self._end += len(view)
+
+    def release_buffer(self) -> bool:
+        """Nothing to release: these decoders copy into a caller's buffer only when a
+        message is whole (see ``next_frame_into``), and never keep it."""
+        return False
 
     def message_end(self) -> None:
         """A read (POSIX) or a pipe message (Windows) ended; most framings ignore it."""
@@ -275,6 +305,8 @@ class _SimpleDecoder:
         return len(data), isinstance(frame.message, str), frame.crc
 
     def _limit(self, size: int) -> None:
+        if size > MAX_SIZE:  # possible with limit None: no object can be that big
+            raise _too_large(size, MAX_SIZE, self.framing)
         if self.max_message_size is not None and size > self.max_message_size:
             raise _too_large(size, self.max_message_size, self.framing)
 
@@ -310,7 +342,12 @@ class _MultiprocessingDecoder(_SimpleDecoder):
 
 
 class _RawDecoder(_SimpleDecoder):
-    """Messages end where the transport says (a read on POSIX, a pipe message on Windows)."""
+    """Messages end where the transport says (a read on POSIX, a pipe message on Windows).
+
+    The unfinished message is checked against ``max_message_size`` as bytes
+    arrive, so an oversized pipe message fails before it is all buffered
+    (issue 10 §6), and a read never gets more room than the limit leaves.
+    """
 
     framing = "raw"
 
@@ -318,10 +355,35 @@ class _RawDecoder(_SimpleDecoder):
         super().__init__(max_message_size=max_message_size)
         self._ready: list[int] = []  # end offsets of complete messages
 
+    def _unfinished(self) -> int:
+        return self._end - (self._ready[-1] if self._ready else self._start)
+
+    def get_buffer(self) -> memoryview:
+        view = super().get_buffer()
+        limit = self.max_message_size
+        if limit is not None:
+            # One byte past the limit is enough to know a message is too big.
+            view = view[: max(1, limit - self._unfinished())]
+        return view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        super().buffer_updated(nbytes)
+        self._check_unfinished()
+
+    def feed_data(self, data: Buffer) -> None:
+        super().feed_data(data)
+        self._check_unfinished()
+
+    def _check_unfinished(self) -> None:
+        try:
+            self._limit(self._unfinished())
+        except NpipesError as exc:
+            raise self._fail(exc) from None
+
     def message_end(self) -> None:
+        self._check()
         last = self._ready[-1] if self._ready else self._start
         if self._end > last:
-            self._limit(self._end - last)
             self._ready.append(self._end)
 
     def _room(self, extra: int) -> None:
@@ -351,8 +413,8 @@ class RawCodec:
     message_based = True
 
     def encode(self, data: Payload, *, crc: bool, max_size: int | None) -> Sequence[Buffer]:
-        payload = _as_bytes(data)
-        _check_size(_size(payload), max_size, self.name)
+        payload, size, _ = as_buffer(data)
+        _check_size(size, max_size, self.name)
         return [payload]
 
     def decoder(
@@ -374,8 +436,7 @@ class MultiprocessingCodec:
         self._message_mode = message_mode  # None: follow the transport
 
     def encode(self, data: Payload, *, crc: bool, max_size: int | None) -> Sequence[Buffer]:
-        payload = _as_bytes(data)
-        size = _size(payload)
+        payload, size, _ = as_buffer(data)
         _check_size(size, max_size, self.name)
         if self._message_mode:
             return [payload]
@@ -446,8 +507,7 @@ class Npipes1Codec:
         self.encoding = encoding
 
     def encode(self, data: Payload, *, crc: bool, max_size: int | None) -> Sequence[Buffer]:
-        payload = _as_bytes(data, self.encoding)
-        size = _size(payload)
+        payload, size, _ = as_buffer(data, self.encoding)
         _check_size(size, max_size, self.name)
         if size > 0xFFFFFFFF - 8:
             raise _too_large(size, 0xFFFFFFFF - 8, self.name)
@@ -468,11 +528,17 @@ class Npipes1Codec:
 class _LinesDecoder(_SimpleDecoder):
     framing = "lines"
 
+    def __init__(self, *, max_message_size: int | None, require_crc: bool = False) -> None:
+        super().__init__(max_message_size=max_message_size)
+        self._scanned = 0  # bytes after _start known to hold no newline: each is looked at once
+
     def _parse(self, view: memoryview) -> tuple[int, Frame | NpipesError] | None:
-        end = self._buf.find(b"\n", self._start, self._end)
+        end = self._buf.find(b"\n", self._start + self._scanned, self._end)
         if end < 0:
+            self._scanned = len(view)
             self._limit(len(view))  # a line longer than the limit can never end well
             return None
+        self._scanned = 0
         size = end - self._start
         self._limit(size)
         return size + 1, self._line(view[:size])
@@ -503,7 +569,7 @@ class LinesCodec:
     message_based = False
 
     def encode(self, data: Payload, *, crc: bool, max_size: int | None) -> Sequence[Buffer]:
-        payload = bytes(_as_bytes(data))
+        payload = bytes(as_buffer(data)[0])
         if b"\n" in payload:
             raise ValueError("a message sent with lines framing cannot contain a newline")
         _check_size(len(payload), max_size, self.name)
@@ -549,8 +615,7 @@ class DotnetCodec:
     message_based = False
 
     def encode(self, data: Payload, *, crc: bool, max_size: int | None) -> Sequence[Buffer]:
-        payload = _as_bytes(data, "utf-16-le")
-        size = _size(payload)
+        payload, size, _ = as_buffer(data, "utf-16-le")
         limit = 0xFFFF if max_size is None else min(max_size, 0xFFFF)
         if size > limit:  # the C# sample silently truncates; we refuse instead
             raise _too_large(size, limit, self.name)

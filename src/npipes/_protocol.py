@@ -294,22 +294,43 @@ class ConnectionCore:
         return self._decoder.get_buffer()
 
     def buffer_updated(self, nbytes: int, message_end: bool = True) -> None:
-        """``nbytes`` were read into the last ``get_buffer()``; 0 means end of stream."""
-        if nbytes:
-            self._decoder.buffer_updated(nbytes)
-            if message_end and self._message_ends:
-                self._decoder.message_end()
-        else:
-            self._decoder.feed_eof()
+        """``nbytes`` were read into the last ``get_buffer()``; 0 means end of stream.
+
+        A decoder may refuse bytes as they arrive (a message without its own
+        length passing ``max_message_size``): that error takes its place in
+        the stream and breaks the connection, like one found while decoding.
+        """
+        decoder = self._decoder
+        try:
+            if nbytes:
+                decoder.buffer_updated(nbytes)
+                if message_end and self._message_ends:
+                    decoder.message_end()
+            else:
+                decoder.feed_eof()
+        except NpipesError as exc:
+            self._refused(exc)
 
     def receive_data(self, data: Buffer) -> None:
         """Copy ``data`` in (for callers without a buffer-aware transport)."""
-        if data:
-            self._decoder.feed_data(data)
-            if self._message_ends:
-                self._decoder.message_end()
-        else:
-            self._decoder.feed_eof()
+        decoder = self._decoder
+        try:
+            if data:
+                decoder.feed_data(data)
+                if self._message_ends:
+                    decoder.message_end()
+            else:
+                decoder.feed_eof()
+        except NpipesError as exc:
+            self._refused(exc)
+
+    def _refused(self, exc: NpipesError) -> None:
+        if self.state is State.OPEN:
+            # Drivers decode every complete message before reading more, so
+            # nothing complete is behind this error; the queue keeps its order.
+            self._decode_failed(exc)
+            self.break_(str(exc))
+            self._push(exc)
 
     def receive_eof(self) -> None:
         """The stream ended (idempotent)."""
