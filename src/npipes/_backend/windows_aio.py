@@ -19,20 +19,22 @@ from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import pywintypes
 import win32api
+import win32pipe
 
 from npipes.errors import ConnectionClosedError
 
 assert sys.platform == "win32" or not TYPE_CHECKING
 
 from .windows import (  # noqa: E402
-    _name_semaphore,
+    _EOF_ERRORS,
     _peer_of_client_side,
     _peer_of_server_side,
+    check_path,
     create_instance,
-    listener_security,
     retry_open,
     try_open_client,
 )
+from .windows_security import claim_name, listener_security  # noqa: E402
 
 if TYPE_CHECKING:
     from npipes._deadline import Deadline
@@ -85,7 +87,7 @@ async def open_connection(
     """Open the client end of ``address`` (identification-level SQOS) on the loop."""
     loop = asyncio.get_running_loop()
     _proactor(loop)
-    path = address.path
+    path = check_path(address.path)
     pause = 0.001
     while True:
         handle = try_open_client(path)
@@ -105,22 +107,39 @@ async def open_connection(
     return transport, protocol, peer
 
 
+def _connected(pipe: windows_utils.PipeHandle) -> bool:
+    """Whether a client is connected to ``pipe`` (or came and left: data may wait)."""
+    try:
+        win32pipe.PeekNamedPipe(pipe.handle, 0)
+    except pywintypes.error as exc:
+        return exc.winerror in _EOF_ERRORS  # else listening (230/536): nobody came
+    return True
+
+
 @final
 class AioListener:
-    """A named pipe server on the proactor loop, one instance always waiting."""
+    """A named pipe server on the proactor loop, one instance always waiting.
+
+    Accepts run one at a time (a lock), so two concurrent ``accept()`` calls
+    never share an instance. A client the OS connected is never dropped: if
+    the accept is cancelled after it connected, the instance is kept and the
+    next ``accept()`` returns it; a listener closed meanwhile closes it.
+    """
 
     def __init__(self, address: Address, options: ListenOptions) -> None:
         self._closed = True
-        self._address = address.path
+        self._address = check_path(address.path)
         self._options = options
         self._sa = listener_security(options)
-        self._claim = _name_semaphore(self._address)
+        self._claim = claim_name(self._address)
         try:
-            self._pending = self._create(first=True)
+            self._pending: windows_utils.PipeHandle | None = self._create(first=True)
         except BaseException:
             win32api.CloseHandle(self._claim)
             raise
-        self._waiting: set[asyncio.Future[Any]] = set()
+        self._ready: windows_utils.PipeHandle | None = None
+        self._accepting: asyncio.Future[Any] | None = None
+        self._lock = asyncio.Lock()
         self._closed = False
 
     @property
@@ -135,6 +154,9 @@ class AioListener:
         handle = create_instance(self._address, self._options, self._sa, first=first)
         return windows_utils.PipeHandle(handle.Detach())
 
+    def _closed_error(self) -> ConnectionClosedError:
+        return ConnectionClosedError("the listener is closed", address=self._address)
+
     async def accept(
         self, protocol_factory: Callable[[], P]
     ) -> tuple[asyncio.BaseTransport, P, PeerInfo]:
@@ -142,33 +164,15 @@ class AioListener:
         loop = asyncio.get_running_loop()
         proactor = _proactor(loop)
         if self._closed:
-            raise ConnectionClosedError("the listener is closed", address=self._address)
-        pipe = self._pending
-        try:
-            future = asyncio.ensure_future(proactor.accept_pipe(pipe))
-        except BrokenPipeError:
-            # ERROR_NO_DATA: a client came and already left; what it wrote may wait.
-            future = loop.create_future()
-            future.set_result(pipe)
-        self._waiting.add(future)
-        try:
-            await future
-        except asyncio.CancelledError:
-            # The overlapped ConnectNamedPipe was cancelled: replace the instance.
-            self._replace(pipe)
-            task = asyncio.current_task()
-            if self._closed_now() and not (task and task.cancelling()):
-                raise ConnectionClosedError(
-                    "the listener was closed", address=self._address
-                ) from None
-            raise
-        except OSError:
-            self._replace(pipe)
-            raise
-        finally:
-            self._waiting.discard(future)
-        self._pending = self._create(first=False)  # before handing this one out
-        peer = _peer_of_server_side(pipe.handle)
+            raise self._closed_error()
+        async with self._lock:
+            while self._ready is None:
+                if self._closed_now():
+                    raise self._closed_error()
+                await self._wait_for_client(proactor, loop)
+            pipe = self._ready
+            peer = _peer_of_server_side(pipe.handle)
+            self._ready = None
         try:
             transport, protocol = await _transport(loop, pipe, protocol_factory, self._address)
         except BaseException:
@@ -176,21 +180,62 @@ class AioListener:
             raise
         return transport, protocol, peer
 
+    async def _wait_for_client(self, proactor: Any, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait until the pending instance is connected; it becomes ``_ready``."""
+        if self._pending is None:  # creating it failed after the last accept
+            self._pending = self._create(first=False)
+        pipe = self._pending
+        try:
+            future = asyncio.ensure_future(proactor.accept_pipe(pipe))
+        except BrokenPipeError:
+            # ERROR_NO_DATA: a client came and already left; what it wrote may wait.
+            future = loop.create_future()
+            future.set_result(pipe)
+        except OSError:
+            self._settle(pipe, connected=False)
+            raise
+        self._accepting = future
+        try:
+            await future
+        except BaseException:
+            self._accepting = None
+            done = future.done() and not future.cancelled() and future.exception() is None
+            self._settle(pipe, connected=done or _connected(pipe))
+            task = asyncio.current_task()
+            if self._closed_now() and not (task and task.cancelling()):
+                raise self._closed_error() from None
+            raise
+        self._accepting = None
+        self._settle(pipe, connected=True)
+        if self._closed_now():
+            raise self._closed_error()
+
     def _closed_now(self) -> bool:
         return self._closed  # a method, so type narrowing does not stick across awaits
 
-    def _replace(self, pipe: windows_utils.PipeHandle) -> None:
-        if not self._closed and pipe is self._pending:
-            self._pending = self._create(first=False)
-        pipe.close()
+    def _settle(self, pipe: windows_utils.PipeHandle, *, connected: bool) -> None:
+        """After an accept on ``pipe`` ended: keep it if connected, and one instance waiting."""
+        self._pending = None
+        if self._closed:
+            pipe.close()  # close() left this instance to us: leave nothing behind
+            return
+        if connected:
+            self._ready = pipe
+        else:
+            pipe.close()
+        self._pending = self._create(first=False)
 
     def close(self) -> None:
         """Stop listening; pending accepts end with ConnectionClosedError."""
         if self._closed:
             return
         self._closed = True
-        for future in list(self._waiting):
-            future.cancel()
-        if not self._waiting:
+        if self._accepting is not None:
+            self._accepting.cancel()  # the accept closes its instance (see _settle)
+        elif self._pending is not None:
             self._pending.close()
+            self._pending = None
+        if self._ready is not None:
+            self._ready.close()
+            self._ready = None
         win32api.CloseHandle(self._claim)
