@@ -15,7 +15,7 @@ import asyncio
 import sys
 from asyncio import windows_utils
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, final
+from typing import TYPE_CHECKING, Any, TypeVar, cast, final
 
 import pywintypes
 import win32api
@@ -122,8 +122,9 @@ class AioListener:
 
     Accepts run one at a time (a lock), so two concurrent ``accept()`` calls
     never share an instance. A client the OS connected is never dropped: if
-    the accept is cancelled after it connected, the instance is kept and the
-    next ``accept()`` returns it; a listener closed meanwhile closes it.
+    the accept is cancelled after it connected, the instance (or the transport
+    already made for it, with the protocol from that call's factory) is kept
+    and the next ``accept()`` returns it; a listener closed meanwhile closes it.
     """
 
     def __init__(self, address: Address, options: ListenOptions) -> None:
@@ -139,6 +140,8 @@ class AioListener:
             raise
         self._ready: windows_utils.PipeHandle | None = None
         self._accepting: asyncio.Future[Any] | None = None
+        # A transport made for an accept that was cancelled meanwhile: the next accept's.
+        self._made: asyncio.Future[Any] | None = None
         self._lock = asyncio.Lock()
         self._closed = False
 
@@ -166,13 +169,39 @@ class AioListener:
         if self._closed:
             raise self._closed_error()
         async with self._lock:
-            while self._ready is None:
-                if self._closed_now():
-                    raise self._closed_error()
-                await self._wait_for_client(proactor, loop)
-            pipe = self._ready
-            peer = _peer_of_server_side(pipe.handle)
-            self._ready = None
+            if self._made is not None and self._made.cancelled():
+                self._made = None
+            if self._made is None:
+                while self._ready is None:
+                    if self._closed_now():
+                        raise self._closed_error()
+                    await self._wait_for_client(proactor, loop)
+                pipe = self._ready
+                peer = _peer_of_server_side(pipe.handle)
+                self._ready = None
+                self._made = asyncio.ensure_future(self._make(loop, pipe, protocol_factory, peer))
+            made = self._made
+            try:
+                # Shielded: the transport owns the client's pipe and may have read
+                # from it; if this accept is cancelled, the next one returns it.
+                result = await asyncio.shield(made)
+            except asyncio.CancelledError:
+                if made.cancelled():
+                    self._made = None
+                raise
+            except BaseException:
+                self._made = None
+                raise
+            self._made = None
+            return cast("tuple[asyncio.BaseTransport, P, PeerInfo]", result)
+
+    async def _make(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        pipe: windows_utils.PipeHandle,
+        protocol_factory: Callable[[], P],
+        peer: PeerInfo,
+    ) -> tuple[asyncio.BaseTransport, P, PeerInfo]:
         try:
             transport, protocol = await _transport(loop, pipe, protocol_factory, self._address)
         except BaseException:
@@ -238,4 +267,10 @@ class AioListener:
         if self._ready is not None:
             self._ready.close()
             self._ready = None
+        if self._made is not None:
+            made, self._made = self._made, None
+            if made.done() and not made.cancelled() and made.exception() is None:
+                made.result()[0].close()
+            else:
+                made.cancel()
         win32api.CloseHandle(self._claim)
