@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 import npipes
+from helpers import finish, start
 from npipes._deadline import NO_DEADLINE, Deadline
 from npipes._names import resolve
 
@@ -31,6 +32,7 @@ if sys.platform == "win32":
     import win32file
     import win32pipe
 
+    import winpeers
     from npipes._backend import ListenOptions
     from npipes._backend import windows as backend
 
@@ -277,3 +279,30 @@ def test_send_over_4_gib_fails_typed_before_writing(
     assert avail == 0  # no header left behind on the connection
     stream.send([b"next"], Deadline(10))
     assert win32file.ReadFile(client, 100)[1] == b"next"
+
+
+def _private_bytes() -> int:
+    import win32api
+    import win32process
+
+    return int(win32process.GetProcessMemoryInfo(win32api.GetCurrentProcess())["PagefileUsage"])
+
+
+def test_an_oversized_pipe_message_arrives_in_buffer_sized_chunks(listener: Any) -> None:
+    # The backend sizes reads by the caller's buffer (the decoder's), never by
+    # PeekNamedPipe: a 128 MiB pipe message under a 1 MiB limit costs this side
+    # about 1 MiB, and message_end says the message goes on, so a raw or
+    # multiprocessing decoder can refuse it at the limit.
+    proc = start(winpeers.write_one_message, listener.address, 128 * MiB)
+    try:
+        stream = listener.accept(Deadline(30))
+        with contextlib.closing(stream):
+            buffer = memoryview(bytearray(MiB))
+            before = _private_bytes()
+            count = stream.recv_into(buffer, Deadline(30))
+            grown = _private_bytes() - before
+            assert count == MiB
+            assert not stream.message_end
+            assert grown < 16 * MiB, f"reading 1 MiB of a 128 MiB message grew memory by {grown}"
+    finally:
+        assert finish(proc) == 0
