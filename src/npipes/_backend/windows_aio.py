@@ -186,8 +186,11 @@ class AioListener:
                 # from it; if this accept is cancelled, the next one returns it.
                 result = await asyncio.shield(made)
             except asyncio.CancelledError:
-                if made.cancelled():
+                if made.cancelled():  # close() gave up on it, not our caller
                     self._made = None
+                    task = asyncio.current_task()
+                    if self._closed_now() and not (task and task.cancelling()):
+                        raise self._closed_error() from None
                 raise
             except BaseException:
                 self._made = None
