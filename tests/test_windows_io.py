@@ -306,3 +306,29 @@ def test_an_oversized_pipe_message_arrives_in_buffer_sized_chunks(listener: Any)
             assert grown < 16 * MiB, f"reading 1 MiB of a 128 MiB message grew memory by {grown}"
     finally:
         assert finish(proc) == 0
+
+
+def test_connection_closes_after_a_send_timeout_the_peer_read_part_of(pipe_name: str) -> None:
+    # End to end: the front end sees partial=True and closes, so the next frame
+    # can never land behind the torn one.
+    with npipes.listen(pipe_name) as lst:
+        client = _client(lst.address)
+        try:
+            with lst.accept(timeout=10) as conn:
+
+                def read_a_little() -> int:
+                    time.sleep(0.3)
+                    got = b""
+                    while len(got) < 64 * 1024:  # the header, then part of the payload
+                        got += win32file.ReadFile(client, 64 * 1024 - len(got))[1]
+                    return len(got)
+
+                reader, got = _in_thread(read_a_little)
+                with pytest.raises(npipes.PipeTimeoutError) as info:
+                    conn.send(b"y" * MiB, timeout=2)
+                reader.join(30)
+                assert got == [64 * 1024]
+                assert info.value.partial
+                assert conn.closed
+        finally:
+            win32file.CloseHandle(client)

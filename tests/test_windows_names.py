@@ -7,6 +7,7 @@ and a name squatted by another object or locked by a DACL is a typed error.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import uuid
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 import pytest
 
 import npipes
+from npipes._deadline import Deadline
+from npipes._names import resolve
 
 pytestmark = pytest.mark.windows
 
@@ -22,7 +25,8 @@ if sys.platform == "win32":
     import win32event
     import win32security
 
-    from npipes._backend import windows_security
+    from npipes._backend import ListenOptions, windows_security
+    from npipes._backend.windows_aio import AioListener, open_connection
 
 KELVIN = "\u212a"  # KELVIN SIGN: Python lowers it to "k", Windows keeps it apart from "K"
 
@@ -98,14 +102,31 @@ def test_claim_locked_by_a_deny_all_dacl_is_typed(pipe_name: str) -> None:
             handle.Close()
 
 
-@pytest.mark.parametrize("side", ["listen", "connect"])
+def _open(side: str, path: str) -> None:
+    if side == "listen":
+        npipes.listen(path)
+    elif side == "connect":
+        npipes.connect(path, timeout=1)
+    elif side == "aio-listen":
+        AioListener(resolve(path), ListenOptions())
+    else:
+        asyncio.run(
+            open_connection(
+                resolve(path),
+                Deadline(1),
+                wait_for_listener=False,
+                protocol_factory=asyncio.Protocol,
+            )
+        )
+
+
+@pytest.mark.parametrize("side", ["listen", "connect", "aio-listen", "aio-connect"])
 def test_name_over_the_os_limit_is_invalid_at_the_call(side: str) -> None:
     tag = uuid.uuid4().hex[:8]
     path = _path(tag + "n" * (257 - 9 - 8))  # 257 characters; Windows documents 256 at most
     assert len(path) == 257
-    call = npipes.listen if side == "listen" else npipes.connect
     with pytest.raises(npipes.InvalidPipeNameError):
-        call(path)
+        _open(side, path)
     ok = _path(tag + "n" * (256 - 9 - 8))
     with npipes.listen(ok) as lst, npipes.connect(ok, timeout=10), lst.accept(timeout=10):
         pass
