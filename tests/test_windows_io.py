@@ -332,3 +332,41 @@ def test_connection_closes_after_a_send_timeout_the_peer_read_part_of(pipe_name:
                 assert conn.closed
         finally:
             win32file.CloseHandle(client)
+
+
+def test_accepts_that_time_out_lose_no_client(listener: Any) -> None:
+    # Each timed-out accept cancels its ConnectNamedPipe and keeps the same
+    # instance listening: a client connecting in between is never closed on.
+    count = 30
+    out: list[Any] = []
+
+    def clients() -> None:
+        for i in range(count):
+            for _ in range(200):
+                try:
+                    out.append(_client(listener.address))
+                    break
+                except pywintypes.error as exc:
+                    if exc.winerror != 231:  # ERROR_PIPE_BUSY: wait for an accept
+                        out.append(exc)
+                        return
+                    time.sleep(0.01)
+            win32file.WriteFile(out[-1], b"c%d" % i)
+
+    thread = threading.Thread(target=clients, daemon=True)
+    thread.start()
+    got = []
+    end = time.monotonic() + 60
+    while len(got) < count and time.monotonic() < end:
+        try:
+            stream = listener.accept(Deadline(0.005))
+        except npipes.PipeTimeoutError:
+            continue
+        with contextlib.closing(stream):
+            buffer = bytearray(16)
+            got.append(bytes(buffer[: stream.recv_into(memoryview(buffer), Deadline(10))]))
+    thread.join(30)
+    for handle in out:
+        if not isinstance(handle, Exception):
+            win32file.CloseHandle(handle)
+    assert sorted(got) == sorted(b"c%d" % i for i in range(count))

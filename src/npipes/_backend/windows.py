@@ -537,10 +537,15 @@ class PipeListener:
             return PipeStream(handle, peer, self._address)
 
     def _wait_for_client(self, deadline: Deadline) -> None:
-        """Wait until the pending instance is connected; it becomes ``_ready``."""
+        """Wait until the pending instance is connected; it becomes ``_ready``.
+
+        A wait that ends without a client (timeout, Ctrl+C, close) cancels the
+        ConnectNamedPipe and leaves the same instance listening: closing it
+        and making another would drop a client connecting in between.
+        """
         handle = self._pending
         ov = _new_overlapped()
-        pending = connected = False
+        issued = connected = False
         try:
             try:
                 rc = win32pipe.ConnectNamedPipe(handle, ov)
@@ -548,25 +553,27 @@ class PipeListener:
                 if exc.winerror != _ERROR_NO_DATA:
                     raise _error(exc, "accept", self._address) from exc
                 rc = _ERROR_PIPE_CONNECTED  # the client came and already left: data may wait
-            pending = rc == _ERROR_IO_PENDING
-            index = _wait([ov.hEvent, self._stop], deadline) if pending else 0
+            issued = rc == _ERROR_IO_PENDING
+            index = _wait([ov.hEvent, self._stop], deadline) if issued else 0
             # Connected (0 or ERROR_PIPE_CONNECTED), or cancel and see whether it did anyway.
-            connected = _settle_connect(handle, ov) if pending else True
-            pending = False
+            connected = _settle_connect(handle, ov) if issued else True
         except BaseException:
-            if pending:
+            if issued:
                 connected = _settle_connect(handle, ov)
             if connected:
                 self._promote(handle)
+            elif issued:
+                self._keep_listening(handle)
             else:
                 self._replace(handle)
             raise
         if connected:
             self._promote(handle)
             return
-        self._replace(handle)
-        if index == 0:
-            return  # the connect failed (the client vanished at once): wait for the next
+        if index == 0:  # the connect itself failed: a fresh instance, and wait on
+            self._replace(handle)
+            return
+        self._keep_listening(handle)
         if index == 1 or self._closed:
             raise ConnectionClosedError("the listener was closed", address=self._address)
         raise PipeTimeoutError(
@@ -574,6 +581,12 @@ class PipeListener:
             timeout=deadline.timeout,
             address=self._address,
         )
+
+    def _keep_listening(self, handle: Any) -> None:
+        """After a cancelled accept: ``handle`` stays the waiting instance (closed if we are)."""
+        if self._closed:
+            self._pending = None
+            handle.Close()
 
     def _promote(self, handle: Any) -> None:
         """``handle`` is connected: keep it for accept, and a new instance waiting."""
@@ -583,7 +596,7 @@ class PipeListener:
             self._pending = self._create_instance(first=False)
 
     def _replace(self, handle: Any) -> None:
-        """Replace an instance whose accept was cancelled (new one first, then close)."""
+        """Replace an instance whose connect failed (new one first, then close)."""
         self._pending = None
         try:
             if not self._closed:
