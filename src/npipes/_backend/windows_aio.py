@@ -125,6 +125,7 @@ class AioListener:
     the accept is cancelled after it connected, the instance (or the transport
     already made for it, with the protocol from that call's factory) is kept
     and the next ``accept()`` returns it; a listener closed meanwhile closes it.
+    An accept cancelled with nobody connected leaves its instance listening.
     """
 
     def __init__(self, address: Address, options: ListenOptions) -> None:
@@ -232,7 +233,12 @@ class AioListener:
         except BaseException:
             self._accepting = None
             done = future.done() and not future.cancelled() and future.exception() is None
-            self._settle(pipe, connected=done or _connected(pipe))
+            if done or _connected(pipe):
+                self._settle(pipe, connected=True)
+            elif self._closed:
+                self._settle(pipe, connected=False)
+            # else the instance stays the waiting one: closing it and making another
+            # would drop a client connecting in between.
             task = asyncio.current_task()
             if self._closed_now() and not (task and task.cancelling()):
                 raise self._closed_error() from None
