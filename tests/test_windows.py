@@ -29,7 +29,7 @@ if sys.platform == "win32":
     import win32security
 
     import winpeers
-    from npipes._backend import ListenOptions
+    from npipes._backend import ListenOptions, windows_security
     from npipes._backend import windows as backend
 
 WINE = running_under_wine()
@@ -229,7 +229,7 @@ def _dacl_entries(handle: object) -> set[tuple[int, str]]:
 
 
 def test_default_dacl_is_owner_and_system_only(listener: npipes.Listener) -> None:
-    me = backend._current_user_sid()
+    me = windows_security.current_user_sid()
     with npipes.connect(listener.name, timeout=10), listener.accept(timeout=10) as conn:
         entries = _dacl_entries(conn._stream.handle)  # type: ignore[attr-defined]
     allowed = win32security.ACCESS_ALLOWED_ACE_TYPE

@@ -25,3 +25,24 @@ def hold_raw_pipe(
     ready.set()
     done.wait(60)
     win32file.CloseHandle(handle)
+
+
+def write_one_message(path: str, size: int) -> None:
+    """Connect to ``path`` and write one pipe message of ``size`` bytes, then wait to be read."""
+    import pywintypes
+
+    handle = win32file.CreateFile(
+        path,
+        win32file.GENERIC_READ | win32file.GENERIC_WRITE,
+        0,
+        None,
+        win32file.OPEN_EXISTING,
+        0,
+        None,
+    )
+    try:
+        win32file.WriteFile(handle, b"m" * size)  # returns once the reader took it, or broke
+    except pywintypes.error:
+        pass  # the server refused the rest of the message and closed
+    finally:
+        win32file.CloseHandle(handle)

@@ -1,12 +1,15 @@
-"""Windows backend: named pipes through pywin32 (the only pywin32 importer in npipes).
+"""Windows backend, I/O half: named pipes through pywin32 (the only pywin32 I/O in npipes).
 
-Strategy:
+Who may open a pipe (DACL, SIDs) and the per-name claim live in
+``windows_security.py``. Strategy here:
 - Every handle is overlapped, and every wait is ``WaitForMultipleObjects`` on
   the operation's event plus a stop event, in slices of at most 100 ms so
-  Ctrl+C (KeyboardInterrupt) lands promptly. On timeout, close or interrupt,
-  the operation is cancelled with ``CancelIoEx`` (not in pywin32: ctypes) and
-  awaited, so the OS never writes into a buffer we have let go of; an
-  operation that completed in the meantime is kept, not dropped.
+  Ctrl+C (KeyboardInterrupt) lands promptly. On timeout or interrupt, that
+  one operation is cancelled with ``CancelIoEx`` and its OVERLAPPED (not in
+  pywin32: ctypes), never the other direction's, and awaited, so the OS never
+  writes into a buffer we have let go of; an operation that completed in the
+  meantime is kept, not dropped (an interrupted read reports it as
+  ``npipes_received`` on the exception; an interrupted accept keeps the client).
 - The pipe is message-mode, but npipes frames are a byte stream: a read that
   ends with ``ERROR_MORE_DATA`` is simply a full buffer, the rest follows.
 - A listener always has one instance waiting: it creates the next instance
@@ -15,8 +18,9 @@ Strategy:
 - Secure defaults: owner-only DACL (plus LocalSystem), remote clients
   rejected, ``FILE_FLAG_FIRST_PIPE_INSTANCE`` on the first instance, clients
   connect at SECURITY_IDENTIFICATION level so a server cannot impersonate them.
-  A named semaphore per pipe name also makes a second npipes listener fail
-  with PipeInUseError where the OS ignores the first-instance flag (Wine).
+  A named semaphore per pipe name (``windows_security.claim_name``) also
+  makes a second npipes listener fail with PipeInUseError where the OS
+  ignores the first-instance flag (Wine).
 - Data already written is never discarded: close is ``CloseHandle`` only,
   never ``DisconnectNamedPipe`` (which drops unread data).
 """
@@ -43,6 +47,8 @@ import winerror
 
 from npipes.errors import (
     ConnectionClosedError,
+    InvalidPipeNameError,
+    MessageTooLargeError,
     NpipesError,
     PipeBusyError,
     PipeInUseError,
@@ -59,17 +65,18 @@ if TYPE_CHECKING:
 
 assert sys.platform == "win32" or not TYPE_CHECKING
 
+from .windows_security import claim_name, listener_security  # noqa: E402
+
 __all__ = [
     "CLIENT_FLAGS",
     "PipeListener",
     "PipeStream",
+    "check_path",
     "connect",
     "create_instance",
     "listen",
-    "listener_security",
     "pipe_modes",
     "retry_open",
-    "security_descriptor_sddl",
     "try_open_client",
 ]
 
@@ -78,6 +85,10 @@ _PIPE_BUFFER: Final = 64 * 1024
 # Below this, header+payload+trailer go as one WriteFile: a copy is cheaper than
 # a second overlapped operation (measured under Wine: ~30 us per operation).
 _JOIN_LIMIT: Final = 256 * 1024
+# Largest single ReadFile/WriteFile: its length is a DWORD.
+_MAX_IO: Final = 0xFFFF_FFFF
+# The whole pipe name, \\.\pipe\ included, may be at most 256 characters (CreateNamedPipe docs).
+PIPE_PATH_MAX: Final = 256
 _WAIT_OBJECT_0: Final = win32event.WAIT_OBJECT_0
 _WAIT_TIMEOUT: Final = win32event.WAIT_TIMEOUT
 _ERROR_IO_PENDING: Final = winerror.ERROR_IO_PENDING
@@ -101,13 +112,19 @@ _CancelIoEx.argtypes = (ctypes.c_void_p, ctypes.c_void_p)
 _CancelIoEx.restype = ctypes.c_int
 
 
-def _cancel(handle: Any) -> None:
-    """Cancel every pending I/O on ``handle`` from any thread (CancelIoEx)."""
-    _CancelIoEx(int(handle), None)
-
-
 def _error(exc: pywintypes.error, what: str, address: str) -> NpipesError:
     return translate_winerror(exc.winerror, exc.strerror, what, address=address)
+
+
+def check_path(path: str) -> str:
+    """``path`` if Windows takes it as a pipe name, else InvalidPipeNameError."""
+    if len(path) > PIPE_PATH_MAX:
+        raise InvalidPipeNameError(
+            f"the pipe name {path!r} is {len(path)} characters; Windows allows at most"
+            f" {PIPE_PATH_MAX} including \\\\.\\pipe\\; use a shorter name",
+            address=path,
+        )
+    return path
 
 
 def _new_overlapped() -> Any:
@@ -116,62 +133,57 @@ def _new_overlapped() -> Any:
     return ov
 
 
-# -- security -------------------------------------------------------------------
+# -- cancelling one operation -----------------------------------------------------
 
 
-def _current_user_sid() -> str:
-    token = win32security.OpenProcessToken(win32api.GetCurrentProcess(), win32con.TOKEN_QUERY)
-    try:
-        sid = win32security.GetTokenInformation(token, win32security.TokenUser)[0]
-    finally:
-        win32api.CloseHandle(token)
-    return str(win32security.ConvertSidToStringSid(sid))
+def _overlapped_offset() -> int:
+    """Where the OVERLAPPED struct sits inside a ``pywintypes.OVERLAPPED`` object.
 
-
-def _account_sid(account: str) -> str:
-    if account.startswith("S-1-"):
-        return account
-    sid, _, _ = win32security.LookupAccountName(None, account)
-    return str(win32security.ConvertSidToStringSid(sid))
-
-
-def security_descriptor_sddl(options: ListenOptions) -> str:
-    """The SDDL of a listener's pipe: the caller's own, or owner + LocalSystem only.
-
-    ``GA`` (generic all) for the current user and LocalSystem (``SY``), plus
-    each of ``allowed_users``; ``allow_other_users`` adds Authenticated Users.
-    ``P`` protects the DACL from inherited entries.
+    pywin32 does not expose its address, and ``CancelIoEx`` needs it to cancel
+    one operation rather than every I/O on the handle (the other direction's
+    too). Found once by marking a probe's ``Offset``/``OffsetHigh`` and checking
+    ``hEvent`` right after them, so a layout change fails loudly at import.
     """
-    if options.security_descriptor is not None:
-        return options.security_descriptor
-    sids = [_current_user_sid(), "SY"]
-    sids += [_account_sid(a) for a in options.allowed_users]
-    if options.allow_other_users:
-        sids.append("AU")
-    return "D:P" + "".join(f"(A;;GA;;;{sid})" for sid in dict.fromkeys(sids))
+    probe = pywintypes.OVERLAPPED()
+    probe.Offset, probe.OffsetHigh = 0x5A5A1234, 0x0F1E2D3C
+    event = win32event.CreateEvent(None, True, False, None)
+    probe.hEvent = event
+    raw = ctypes.string_at(id(probe), 96)
+    at = raw.find(b"\x34\x12\x5a\x5a\x3c\x2d\x1e\x0f")
+    if at < 16 or int.from_bytes(raw[at + 8 : at + 16], "little") != int(event):
+        raise RuntimeError("npipes cannot find the OVERLAPPED inside pywintypes.OVERLAPPED")
+    return at - 16  # Internal and InternalHigh come first
 
 
-def _security_attributes(sddl: str) -> Any:
-    sa = win32security.SECURITY_ATTRIBUTES()
-    sa.SECURITY_DESCRIPTOR = win32security.ConvertStringSecurityDescriptorToSecurityDescriptor(
-        sddl, win32security.SDDL_REVISION_1
-    )
-    sa.bInheritHandle = False
-    return sa
+_OV_OFFSET: Final = _overlapped_offset()
+
+
+def _cancel_one(handle: Any, ov: Any) -> None:
+    """Cancel the operation started with ``ov`` only (CancelIoEx with its OVERLAPPED)."""
+    _CancelIoEx(int(handle), id(ov) + _OV_OFFSET)
+
+
+def _cancel_all(handle: Any) -> None:
+    """Cancel every pending I/O on ``handle``, from any thread (for close only)."""
+    _CancelIoEx(int(handle), None)
 
 
 # -- waiting --------------------------------------------------------------------
 
 
 def _wait(events: list[Any], deadline: Deadline) -> int:
-    """Index of the first signalled event, or -1 when the deadline passed."""
+    """Index of the first signalled event, or -1 once the deadline has passed.
+
+    Waits in slices of at most ``_SLICE_MS`` (Ctrl+C latency); a slice that
+    ends early by rounding never ends the wait: only ``deadline.expired()`` does.
+    """
     while True:
         left = deadline.remaining_ms()
         step = _SLICE_MS if left < 0 else min(left, _SLICE_MS)
         rc = win32event.WaitForMultipleObjects(events, False, step)
         if rc != _WAIT_TIMEOUT:
             return int(rc - _WAIT_OBJECT_0)
-        if left >= 0 and left <= _SLICE_MS:
+        if deadline.expired():
             return -1
 
 
@@ -188,9 +200,13 @@ def _finish(handle: Any, ov: Any) -> tuple[int, bool]:
         raise
 
 
-def _cancel_and_collect(handle: Any, ov: Any) -> tuple[int, bool] | None:
-    """Cancel a pending operation and wait for it; as :func:`_finish` if it completed anyway."""
-    _cancel(handle)
+def _settle(handle: Any, ov: Any) -> tuple[int, bool] | None:
+    """Cancel the operation of ``ov`` (if still pending) and wait for it to end.
+
+    Returns as :func:`_finish` when it completed anyway (keep what it moved),
+    None when it was aborted or failed. Only then may its buffer be let go.
+    """
+    _cancel_one(handle, ov)
     try:
         count = win32file.GetOverlappedResult(handle, ov, True)
     except pywintypes.error as exc:
@@ -198,6 +214,17 @@ def _cancel_and_collect(handle: Any, ov: Any) -> tuple[int, bool] | None:
             return int(ov.InternalHigh), True
         return None  # ERROR_OPERATION_ABORTED, or the pipe broke meanwhile
     return int(count), False
+
+
+def _settle_connect(handle: Any, ov: Any) -> bool:
+    """Cancel a pending ConnectNamedPipe; True when a client connected anyway."""
+    _cancel_one(handle, ov)
+    try:
+        win32file.GetOverlappedResult(handle, ov, True)
+    except pywintypes.error as exc:
+        # A client that came and already left is a client: what it wrote may wait.
+        return exc.winerror in _EOF_ERRORS or exc.winerror == _ERROR_PIPE_CONNECTED
+    return True
 
 
 # -- streams --------------------------------------------------------------------
@@ -246,7 +273,11 @@ def _peer_of_server_side(handle: Any) -> PeerInfo:
 
 @final
 class PipeStream:
-    """One connected end of a named pipe (either side)."""
+    """One connected end of a named pipe (either side).
+
+    Each direction has its own OVERLAPPED and cancels only its own operation,
+    so a timeout in one thread never touches another thread's I/O.
+    """
 
     def __init__(self, handle: Any, peer: PeerInfo, address: str) -> None:
         self._closed = True
@@ -273,71 +304,118 @@ class PipeStream:
     def _closed_error(self) -> ConnectionClosedError:
         return ConnectionClosedError("the connection was closed", address=self._address)
 
-    def _complete(self, ov: Any, deadline: Deadline, what: str) -> tuple[int, bool]:
-        """Wait for an operation started with ``ov``; as :func:`_finish`."""
-        try:
-            index = _wait([ov.hEvent, self._stop], deadline)
-        except BaseException:  # KeyboardInterrupt: stop the OS writing into our buffer
-            _cancel_and_collect(self._handle, ov)
-            raise
-        if index == 0:
-            return _finish(self._handle, ov)
-        done = _cancel_and_collect(self._handle, ov)
-        if done is not None:
-            return done  # it completed as we gave up: keep it
-        if index == 1 or self._closed:
-            raise self._closed_error()
-        raise PipeTimeoutError(
+    def _timeout(self, what: str, deadline: Deadline, *, partial: bool) -> PipeTimeoutError:
+        return PipeTimeoutError(
             f"{what} timed out after {deadline.timeout} s",
             timeout=deadline.timeout,
+            partial=partial,
             address=self._address,
         )
 
+    def _complete(self, ov: Any, deadline: Deadline) -> tuple[int, bool] | None:
+        """Wait for the operation of ``ov``: as :func:`_finish`, or None if it was cut off.
+
+        None means the deadline passed or the stream was closed, and the
+        operation was cancelled before it completed. An interruption (Ctrl+C)
+        cancels it too; if it completed meanwhile, the exception carries the
+        result as ``npipes_done`` so the caller can keep it.
+        """
+        try:
+            index = _wait([ov.hEvent, self._stop], deadline)
+            if index == 0:
+                return _finish(self._handle, ov)
+        except pywintypes.error:
+            raise
+        except BaseException as exc:  # KeyboardInterrupt: stop the OS writing into our buffer
+            exc.npipes_done = _settle(self._handle, ov)  # type: ignore[attr-defined]
+            raise
+        return _settle(self._handle, ov)  # it may have completed as we gave up: keep it
+
     def recv_into(self, buffer: memoryview, deadline: Deadline) -> int:
+        """Read into ``buffer`` (see RawStream.recv_into).
+
+        If interrupted after a read completed into ``buffer``, the exception
+        carries ``npipes_received`` (the byte count) and ``message_end`` is set.
+        """
         if self._closed:
             raise self._closed_error()
+        view = buffer[:_MAX_IO] if buffer.nbytes > _MAX_IO else buffer  # a DWORD length
         ov = self._read_ov
+        got = 0
         try:
             while True:
-                rc, _ = win32file.ReadFile(self._handle, buffer, ov)
+                rc, _ = win32file.ReadFile(self._handle, view, ov)
                 if rc == _ERROR_IO_PENDING:
-                    count, more = self._complete(ov, deadline, "recv")
+                    done = self._complete(ov, deadline)
+                    if done is None:
+                        if self._closed:
+                            raise self._closed_error()
+                        raise self._timeout("recv", deadline, partial=False)
                 else:  # 0 or ERROR_MORE_DATA: done already, no wait (half the cost)
-                    count, more = _finish(self._handle, ov)
+                    done = _finish(self._handle, ov)
+                got, more = done
                 self.message_end = not more
-                if count:
-                    return count
+                if got:
+                    return got
                 # A zero-length pipe message: nothing for a byte stream, and 0 means
-                # end of stream to callers, so read on (docs/windows.md).
+                # end of stream to callers, so read on, within the deadline
+                # (docs/windows.md): a flood of them must not stretch it.
+                if self._closed:
+                    raise self._closed_error()
+                if deadline.expired():
+                    raise self._timeout("recv", deadline, partial=False)
         except pywintypes.error as exc:
             if exc.winerror in _EOF_ERRORS:
                 return 0  # the decoder tells a clean close from a half message
             if self._closed:
                 raise self._closed_error() from exc
             raise _error(exc, "recv", self._address) from exc
+        except BaseException as exc:
+            done = getattr(exc, "npipes_done", None)
+            if done is not None:
+                got, more = done
+                self.message_end = not more
+            if got and not isinstance(exc, NpipesError):
+                exc.npipes_received = got  # type: ignore[attr-defined]
+            raise
 
     def send(self, buffers: Sequence[Buffer], deadline: Deadline) -> None:
+        """Write ``buffers`` (see RawStream.send).
+
+        A timeout is ``partial`` when any byte may have reached the peer: a
+        cancelled WriteFile reports 0 bytes even when the peer had read part of
+        it (seen under Wine), so a cut-off write counts as partial.
+        """
         if self._closed:
             raise self._closed_error()
         views = [memoryview(b).cast("B") for b in buffers]
         views = [v for v in views if v.nbytes]
+        for v in views:
+            if v.nbytes > _MAX_IO:  # checked before anything is written
+                raise MessageTooLargeError(
+                    f"a buffer of {v.nbytes} bytes is more than one WriteFile can take"
+                    f" ({_MAX_IO} bytes) on a Windows pipe; send smaller messages",
+                    size=v.nbytes,
+                    limit=_MAX_IO,
+                    address=self._address,
+                )
         if len(views) > 1 and sum(v.nbytes for v in views) <= _JOIN_LIMIT:
             views = [memoryview(b"".join(views))]  # one WriteFile, one pipe message
         ov = self._write_ov
-        sent_total = 0
         try:
             for view in views:
                 while view.nbytes:
                     rc, _ = win32file.WriteFile(self._handle, view, ov)
                     if rc == _ERROR_IO_PENDING:
-                        sent, _ = self._complete(ov, deadline, "send")
+                        done = self._complete(ov, deadline)
+                        if done is None:
+                            if self._closed:
+                                raise self._closed_error()
+                            raise self._timeout("send", deadline, partial=True)
+                        sent = done[0]
                     else:
                         sent, _ = _finish(self._handle, ov)
-                    sent_total += sent
                     view = view[sent:]
-        except PipeTimeoutError as exc:
-            exc.partial = sent_total > 0
-            raise
         except pywintypes.error as exc:
             if self._closed:
                 raise self._closed_error() from exc
@@ -348,7 +426,7 @@ class PipeStream:
             return
         self._closed = True
         win32event.SetEvent(self._stop)  # wakes a recv/send blocked in another thread
-        _cancel(self._handle)
+        _cancel_all(self._handle)
         # CloseHandle, never DisconnectNamedPipe: what we sent stays readable by the peer.
         self._handle.Close()
 
@@ -381,24 +459,6 @@ CLIENT_FLAGS: Final = (
 """CreateFile flags of a client: overlapped, and a server may only identify us, not impersonate."""
 
 
-def _name_semaphore(path: str) -> Any:
-    """Take this process's claim on ``path``: a named semaphore of count 1.
-
-    Backs up FILE_FLAG_FIRST_PIPE_INSTANCE where the OS ignores it (Wine) and
-    makes two racing npipes listeners end with exactly one. Unlike a mutex it
-    has no thread affinity, so any thread may close the listener.
-    """
-    tail = path[len("\\\\.\\pipe\\") :] if path.lower().startswith("\\\\.\\pipe\\") else path
-    name = "Local\\npipes-listener-" + tail.replace("\\", "/").lower()
-    sem = win32event.CreateSemaphore(None, 1, 1, name)  # type: ignore[arg-type]  # stub: None is valid
-    if win32event.WaitForSingleObject(sem, 0) != _WAIT_OBJECT_0:
-        win32api.CloseHandle(sem)
-        raise PipeInUseError(
-            f"another npipes listener owns {path}; pick another name or stop it", address=path
-        )
-    return sem
-
-
 def create_instance(path: str, options: ListenOptions, sa: Any, *, first: bool) -> Any:
     """One more instance of the pipe ``path`` (a PyHANDLE), with the secure defaults.
 
@@ -427,27 +487,28 @@ def create_instance(path: str, options: ListenOptions, sa: Any, *, first: bool) 
         raise _error(exc, "listen", path) from exc
 
 
-def listener_security(options: ListenOptions) -> Any:
-    """The SECURITY_ATTRIBUTES every instance of a listener's pipe is created with."""
-    return _security_attributes(security_descriptor_sddl(options))
-
-
 @final
 class PipeListener:
-    """A named pipe server that always keeps one instance waiting."""
+    """A named pipe server that always keeps one instance waiting.
+
+    A client that connected is never dropped: if ``accept`` is interrupted
+    (Ctrl+C, a timeout racing the connect) after the OS connected a client,
+    that instance is kept and the next ``accept`` returns it.
+    """
 
     def __init__(self, address: Address, options: ListenOptions) -> None:
         self._closed = True
-        self._address = address.path
+        self._address = check_path(address.path)
         self._options = options
         self._sa = listener_security(options)
         self._accept_lock = threading.Lock()
-        self._claim = _name_semaphore(self._address)
+        self._claim = claim_name(self._address)
         try:
-            self._pending = self._create_instance(first=True)
+            self._pending: Any = self._create_instance(first=True)
         except BaseException:
             win32api.CloseHandle(self._claim)
             raise
+        self._ready: Any = None  # a connected instance not yet handed out
         self._stop = win32event.CreateEvent(None, True, False, None)
         self._closed = False
 
@@ -466,36 +527,53 @@ class PipeListener:
         with self._accept_lock:
             if self._closed:
                 raise ConnectionClosedError("the listener is closed", address=self._address)
-            handle = self._pending
-            ov = _new_overlapped()
+            if self._pending is None:  # creating it failed after the last accept
+                self._pending = self._create_instance(first=False)
+            while self._ready is None:
+                self._wait_for_client(deadline)
+            handle = self._ready
+            peer = _peer_of_server_side(handle)
+            self._ready = None
+            return PipeStream(handle, peer, self._address)
+
+    def _wait_for_client(self, deadline: Deadline) -> None:
+        """Wait until the pending instance is connected; it becomes ``_ready``.
+
+        A wait that ends without a client (timeout, Ctrl+C, close) cancels the
+        ConnectNamedPipe and leaves the same instance listening: closing it
+        and making another would drop a client connecting in between.
+        """
+        handle = self._pending
+        ov = _new_overlapped()
+        issued = connected = False
+        try:
             try:
                 rc = win32pipe.ConnectNamedPipe(handle, ov)
             except pywintypes.error as exc:
                 if exc.winerror != _ERROR_NO_DATA:
                     raise _error(exc, "accept", self._address) from exc
                 rc = _ERROR_PIPE_CONNECTED  # the client came and already left: data may wait
-            if rc == _ERROR_IO_PENDING:
-                self._wait_connected(handle, ov, deadline)
-            # Connected (0 or ERROR_PIPE_CONNECTED). Keep one instance waiting first.
-            self._pending = self._create_instance(first=False)
-            return PipeStream(handle, _peer_of_server_side(handle), self._address)
-
-    def _wait_connected(self, handle: Any, ov: Any, deadline: Deadline) -> None:
-        try:
-            index = _wait([ov.hEvent, self._stop], deadline)
+            issued = rc == _ERROR_IO_PENDING
+            index = _wait([ov.hEvent, self._stop], deadline) if issued else 0
+            # Connected (0 or ERROR_PIPE_CONNECTED), or cancel and see whether it did anyway.
+            connected = _settle_connect(handle, ov) if issued else True
         except BaseException:
-            self._abandon(handle, ov)
+            if issued:
+                connected = _settle_connect(handle, ov)
+            if connected:
+                self._promote(handle)
+            elif issued:
+                self._keep_listening(handle)
+            else:
+                self._replace(handle)
             raise
-        if index == 0:
-            try:
-                _finish(handle, ov)
-            except pywintypes.error as exc:
-                if exc.winerror not in _EOF_ERRORS:
-                    raise _error(exc, "accept", self._address) from exc
+        if connected:
+            self._promote(handle)
             return
-        if _cancel_and_collect(handle, ov) is not None:
-            return  # a client connected as we gave up: take it
-        self._abandon(handle, None)
+        if index == 0:  # the connect itself failed: a fresh instance, and wait on
+            self._replace(handle)
+            return
+        self._keep_listening(handle)
         if index == 1 or self._closed:
             raise ConnectionClosedError("the listener was closed", address=self._address)
         raise PipeTimeoutError(
@@ -504,13 +582,27 @@ class PipeListener:
             address=self._address,
         )
 
-    def _abandon(self, handle: Any, ov: Any) -> None:
-        """Replace an instance whose accept was cancelled (new one first, then close)."""
-        if ov is not None:
-            _cancel_and_collect(handle, ov)
+    def _keep_listening(self, handle: Any) -> None:
+        """After a cancelled accept: ``handle`` stays the waiting instance (closed if we are)."""
+        if self._closed:
+            self._pending = None
+            handle.Close()
+
+    def _promote(self, handle: Any) -> None:
+        """``handle`` is connected: keep it for accept, and a new instance waiting."""
+        self._ready = handle
+        self._pending = None
         if not self._closed:
             self._pending = self._create_instance(first=False)
-        handle.Close()
+
+    def _replace(self, handle: Any) -> None:
+        """Replace an instance whose connect failed (new one first, then close)."""
+        self._pending = None
+        try:
+            if not self._closed:
+                self._pending = self._create_instance(first=False)
+        finally:
+            handle.Close()
 
     def close(self) -> None:
         if self._closed:
@@ -518,9 +610,11 @@ class PipeListener:
         self._closed = True
         win32event.SetEvent(self._stop)
         with self._accept_lock:  # accept() has cancelled and left by now
-            pending = self._pending
-            _cancel(pending)
-            pending.Close()
+            for handle in (self._pending, self._ready):
+                if handle is not None:
+                    _cancel_all(handle)
+                    handle.Close()
+            self._pending = self._ready = None
             win32api.CloseHandle(self._claim)
 
     def __del__(self) -> None:
@@ -547,7 +641,7 @@ def connect(
     raises PipeBusyError; a missing pipe raises PipeNotFoundError at once, or
     is retried until the deadline with ``wait_for_listener``.
     """
-    path = address.path
+    path = check_path(address.path)
     pause = 0.001
     while True:
         handle = try_open_client(path)

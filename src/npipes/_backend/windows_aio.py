@@ -15,24 +15,26 @@ import asyncio
 import sys
 from asyncio import windows_utils
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, final
+from typing import TYPE_CHECKING, Any, TypeVar, cast, final
 
 import pywintypes
 import win32api
+import win32pipe
 
 from npipes.errors import ConnectionClosedError
 
 assert sys.platform == "win32" or not TYPE_CHECKING
 
 from .windows import (  # noqa: E402
-    _name_semaphore,
+    _EOF_ERRORS,
     _peer_of_client_side,
     _peer_of_server_side,
+    check_path,
     create_instance,
-    listener_security,
     retry_open,
     try_open_client,
 )
+from .windows_security import claim_name, listener_security  # noqa: E402
 
 if TYPE_CHECKING:
     from npipes._deadline import Deadline
@@ -86,7 +88,7 @@ async def open_connection(
     """Open the client end of ``address`` (identification-level SQOS) on the loop."""
     loop = asyncio.get_running_loop()
     _proactor(loop)
-    path = address.path
+    path = check_path(address.path)
     pause = 0.001
     while True:
         handle = try_open_client(path)
@@ -106,22 +108,43 @@ async def open_connection(
     return transport, protocol, peer
 
 
+def _connected(pipe: windows_utils.PipeHandle) -> bool:
+    """Whether a client is connected to ``pipe`` (or came and left: data may wait)."""
+    try:
+        win32pipe.PeekNamedPipe(pipe.handle, 0)
+    except pywintypes.error as exc:
+        return exc.winerror in _EOF_ERRORS  # else listening (230/536): nobody came
+    return True
+
+
 @final
 class AioListener:
-    """A named pipe server on the proactor loop, one instance always waiting."""
+    """A named pipe server on the proactor loop, one instance always waiting.
+
+    Accepts run one at a time (a lock), so two concurrent ``accept()`` calls
+    never share an instance. A client the OS connected is never dropped: if
+    the accept is cancelled after it connected, the instance (or the transport
+    already made for it, with the protocol from that call's factory) is kept
+    and the next ``accept()`` returns it; a listener closed meanwhile closes it.
+    An accept cancelled with nobody connected leaves its instance listening.
+    """
 
     def __init__(self, address: Address, options: ListenOptions) -> None:
         self._closed = True
-        self._address = address.path
+        self._address = check_path(address.path)
         self._options = options
         self._sa = listener_security(options)
-        self._claim = _name_semaphore(self._address)
+        self._claim = claim_name(self._address)
         try:
-            self._pending = self._create(first=True)
+            self._pending: windows_utils.PipeHandle | None = self._create(first=True)
         except BaseException:
             win32api.CloseHandle(self._claim)
             raise
-        self._waiting: set[asyncio.Future[Any]] = set()
+        self._ready: windows_utils.PipeHandle | None = None
+        self._accepting: asyncio.Future[Any] | None = None
+        # A transport made for an accept that was cancelled meanwhile: the next accept's.
+        self._made: asyncio.Future[Any] | None = None
+        self._lock = asyncio.Lock()
         self._closed = False
 
     @property
@@ -136,6 +159,9 @@ class AioListener:
         handle = create_instance(self._address, self._options, self._sa, first=first)
         return windows_utils.PipeHandle(handle.Detach())
 
+    def _closed_error(self) -> ConnectionClosedError:
+        return ConnectionClosedError("the listener is closed", address=self._address)
+
     async def accept(
         self, protocol_factory: Callable[[], P]
     ) -> tuple[asyncio.BaseTransport, P, PeerInfo]:
@@ -143,33 +169,44 @@ class AioListener:
         loop = asyncio.get_running_loop()
         proactor = _proactor(loop)
         if self._closed:
-            raise ConnectionClosedError("the listener is closed", address=self._address)
-        pipe = self._pending
-        try:
-            future = asyncio.ensure_future(proactor.accept_pipe(pipe))
-        except BrokenPipeError:
-            # ERROR_NO_DATA: a client came and already left; what it wrote may wait.
-            future = loop.create_future()
-            future.set_result(pipe)
-        self._waiting.add(future)
-        try:
-            await future
-        except asyncio.CancelledError:
-            # The overlapped ConnectNamedPipe was cancelled: replace the instance.
-            self._replace(pipe)
-            task = asyncio.current_task()
-            if self._closed_now() and not (task and task.cancelling()):
-                raise ConnectionClosedError(
-                    "the listener was closed", address=self._address
-                ) from None
-            raise
-        except OSError:
-            self._replace(pipe)
-            raise
-        finally:
-            self._waiting.discard(future)
-        self._pending = self._create(first=False)  # before handing this one out
-        peer = _peer_of_server_side(pipe.handle)
+            raise self._closed_error()
+        async with self._lock:
+            if self._made is not None and self._made.cancelled():
+                self._made = None
+            if self._made is None:
+                while self._ready is None:
+                    if self._closed_now():
+                        raise self._closed_error()
+                    await self._wait_for_client(proactor, loop)
+                pipe = self._ready
+                peer = _peer_of_server_side(pipe.handle)
+                self._ready = None
+                self._made = asyncio.ensure_future(self._make(loop, pipe, protocol_factory, peer))
+            made = self._made
+            try:
+                # Shielded: the transport owns the client's pipe and may have read
+                # from it; if this accept is cancelled, the next one returns it.
+                result = await asyncio.shield(made)
+            except asyncio.CancelledError:
+                if made.cancelled():  # close() gave up on it, not our caller
+                    self._made = None
+                    task = asyncio.current_task()
+                    if self._closed_now() and not (task and task.cancelling()):
+                        raise self._closed_error() from None
+                raise
+            except BaseException:
+                self._made = None
+                raise
+            self._made = None
+            return cast("tuple[asyncio.BaseTransport, P, PeerInfo]", result)
+
+    async def _make(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        pipe: windows_utils.PipeHandle,
+        protocol_factory: Callable[[], P],
+        peer: PeerInfo,
+    ) -> tuple[asyncio.BaseTransport, P, PeerInfo]:
         try:
             transport, protocol = await _transport(loop, pipe, protocol_factory, self._address)
         except BaseException:
@@ -177,21 +214,73 @@ class AioListener:
             raise
         return transport, protocol, peer
 
+    async def _wait_for_client(self, proactor: Any, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait until the pending instance is connected; it becomes ``_ready``."""
+        if self._pending is None:  # creating it failed after the last accept
+            self._pending = self._create(first=False)
+        pipe = self._pending
+        try:
+            future = asyncio.ensure_future(proactor.accept_pipe(pipe))
+        except BrokenPipeError:
+            # ERROR_NO_DATA: a client came and already left; what it wrote may wait.
+            future = loop.create_future()
+            future.set_result(pipe)
+        except OSError:
+            self._settle(pipe, connected=False)
+            raise
+        self._accepting = future
+        try:
+            await future
+        except BaseException:
+            self._accepting = None
+            done = future.done() and not future.cancelled() and future.exception() is None
+            if done or _connected(pipe):
+                self._settle(pipe, connected=True)
+            elif self._closed:
+                self._settle(pipe, connected=False)
+            # else the instance stays the waiting one: closing it and making another
+            # would drop a client connecting in between.
+            task = asyncio.current_task()
+            if self._closed_now() and not (task and task.cancelling()):
+                raise self._closed_error() from None
+            raise
+        self._accepting = None
+        self._settle(pipe, connected=True)
+        if self._closed_now():
+            raise self._closed_error()
+
     def _closed_now(self) -> bool:
         return self._closed  # a method, so type narrowing does not stick across awaits
 
-    def _replace(self, pipe: windows_utils.PipeHandle) -> None:
-        if not self._closed and pipe is self._pending:
-            self._pending = self._create(first=False)
-        pipe.close()
+    def _settle(self, pipe: windows_utils.PipeHandle, *, connected: bool) -> None:
+        """After an accept on ``pipe`` ended: keep it if connected, and one instance waiting."""
+        self._pending = None
+        if self._closed:
+            pipe.close()  # close() left this instance to us: leave nothing behind
+            return
+        if connected:
+            self._ready = pipe
+        else:
+            pipe.close()
+        self._pending = self._create(first=False)
 
     def close(self) -> None:
         """Stop listening; pending accepts end with ConnectionClosedError."""
         if self._closed:
             return
         self._closed = True
-        for future in list(self._waiting):
-            future.cancel()
-        if not self._waiting:
+        if self._accepting is not None:
+            self._accepting.cancel()  # the accept closes its instance (see _settle)
+        elif self._pending is not None:
             self._pending.close()
+            self._pending = None
+        if self._ready is not None:
+            self._ready.close()
+            self._ready = None
+        if self._made is not None:
+            made, self._made = self._made, None
+            if made.done() and not made.cancelled() and made.exception() is None:
+                made.result()[0].close()
+            else:
+                made.cancel()
         win32api.CloseHandle(self._claim)
