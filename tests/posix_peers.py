@@ -7,10 +7,14 @@ so the limit never touches the test process. Every blocking step has a timeout.
 
 from __future__ import annotations
 
+try:
+    import resource
+except ImportError:  # Windows: only POSIX-marked tests use it
+    resource = None  # type: ignore[assignment]
+
 import asyncio
 import json
 import os
-import resource
 import socket
 import stat
 import sys
