@@ -92,3 +92,10 @@ def test_windows_path_on_posix_and_windows_rules() -> None:
 def test_not_a_string() -> None:
     with pytest.raises(TypeError):
         resolve(b"jobs")  # type: ignore[arg-type]
+
+
+def test_windows_limit_is_on_the_whole_pipe_path() -> None:
+    prefix = "\\\\.\\pipe\\"
+    assert resolve(prefix + "n" * 247, platform="win32").path == prefix + "n" * 247
+    with pytest.raises(InvalidPipeNameError, match="256"):
+        resolve(prefix + "n" * 248, platform="win32")

@@ -300,3 +300,9 @@ def test_bytes_refused_as_they_arrive_take_their_place_in_the_stream() -> None:
     with pytest.raises(npipes.MessageTooLargeError):
         core.next_message()
     assert core.state is State.BROKEN
+
+
+def test_a_size_the_backend_refuses_before_writing_leaves_it_usable() -> None:
+    core = make_core()
+    core.send_failed(npipes.MessageTooLargeError("over a DWORD", size=1 << 32, limit=(1 << 32) - 1))
+    assert core.state is State.OPEN

@@ -33,7 +33,7 @@ _WINDOWS_PREFIX: Final = "\\\\.\\pipe\\"
 # sun_path holds 108 bytes on Linux, 104 on macOS/BSD, including the final NUL.
 SUN_PATH_MAX: Final = 107 if sys.platform.startswith("linux") else 103
 # Windows pipe names: the part after \\.\pipe\ may be up to 256 characters.
-_WINDOWS_NAME_MAX: Final = 256
+_WINDOWS_NAME_MAX: Final = 256  # the whole \\.\pipe\NAME string (CreateNamedPipe docs)
 
 
 @final
@@ -124,8 +124,12 @@ def _resolve_windows(name: str) -> Address:
         rest = name[9:]
         if not rest:
             raise _rule(name, "nothing follows \\\\.\\pipe\\")
-        if len(rest) > _WINDOWS_NAME_MAX:
-            raise _rule(name, f"a pipe name has at most {_WINDOWS_NAME_MAX} characters")
+        if len(name) > _WINDOWS_NAME_MAX:
+            raise _rule(
+                name,
+                f"a pipe name (with its \\\\.\\pipe\\ prefix) has at most"
+                f" {_WINDOWS_NAME_MAX} characters",
+            )
         return Address(name, name, None)
     _check_bare(name)
     return Address(name, _WINDOWS_PREFIX + name, None)

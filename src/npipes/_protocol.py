@@ -43,6 +43,7 @@ from .errors import (
     ChecksumError,
     ConnectionClosedError,
     IncompleteMessageError,
+    MessageTooLargeError,
     NpipesError,
     PipeTimeoutError,
 )
@@ -271,13 +272,16 @@ class ConnectionCore:
     def send_failed(self, exc: BaseException, *, started: bool = True) -> None:
         """Apply the rule for an exception out of a write.
 
-        Only a timeout that says nothing went out (``partial=False``) leaves the
-        connection usable; anything else (a partial timeout, Ctrl+C or a
-        cancellation mid-write) may have torn a frame. A peer that is gone ends
+        Only a timeout that says nothing went out (``partial=False``), or a
+        ``MessageTooLargeError`` a backend raises before writing (a size the OS
+        cannot write in one go), leaves the connection usable; anything else (a
+        partial timeout, Ctrl+C or a cancellation mid-write) may have torn a frame. A peer that is gone ends
         sending only: what it sent before it left is still received.
         """
         self.annotate(exc)
-        if not started or (isinstance(exc, PipeTimeoutError) and not exc.partial):
+        if not started or isinstance(exc, MessageTooLargeError):
+            return
+        if isinstance(exc, PipeTimeoutError) and not exc.partial:
             return
         if isinstance(exc, PipeTimeoutError):
             self.break_("a send timed out after part of a message went out")

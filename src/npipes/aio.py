@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self, TypeVar, Unpack, cast, final
 
-from ._backend.aio import READS_KEEP_MESSAGE_BOUNDARIES, AioListener, open_connection
+from ._backend.aio import MAX_WRITE, READS_KEEP_MESSAGE_BOUNDARIES, AioListener, open_connection
 from ._deadline import Deadline
 from ._options import (
     ConnectOptions,
@@ -44,7 +44,7 @@ from ._protocol import (
     connect_side,
 )
 from .connection import writable_view
-from .errors import ConnectionClosedError, NpipesError, PipeTimeoutError
+from .errors import ConnectionClosedError, MessageTooLargeError, NpipesError, PipeTimeoutError
 
 if TYPE_CHECKING:
     from ._backend import PeerInfo
@@ -232,6 +232,10 @@ class Connection:
             self._peer_gone()
         self._core.check_sending()
 
+    def _core_error(self, exc: NpipesError) -> NpipesError:
+        self._core.annotate(exc)
+        return exc
+
     def _check_written(self) -> None:
         if self._transport.is_closing():  # the write failed at once: the peer is gone
             self._peer_gone()
@@ -247,6 +251,17 @@ class Connection:
         # after the call (Python 3.12+ transports keep views), so they are copied.
         write = self._transport.write
         views = [memoryview(part) for part in parts]
+        if MAX_WRITE is not None:
+            for view in views:
+                if view.nbytes > MAX_WRITE:  # checked before anything is written
+                    raise self._core_error(
+                        MessageTooLargeError(
+                            f"cannot send a {view.nbytes}-byte part in one pipe write (at most"
+                            f" {MAX_WRITE} bytes on this OS); split the message",
+                            size=view.nbytes,
+                            limit=MAX_WRITE,
+                        )
+                    )
         if sum(view.nbytes for view in views) <= PACK_LIMIT:  # one write, as send_many packs
             write(b"".join(views))
             return

@@ -47,8 +47,9 @@ if TYPE_CHECKING:
 
     from ._base import ListenOptions, PeerInfo
 
-__all__ = ["READS_KEEP_MESSAGE_BOUNDARIES", "AioListener", "open_connection"]
+__all__ = ["MAX_WRITE", "READS_KEEP_MESSAGE_BOUNDARIES", "AioListener", "open_connection"]
 
+MAX_WRITE: int | None = None  # a byte stream: the OS writes any size
 READS_KEEP_MESSAGE_BOUNDARIES = True  # a byte stream: nothing to lose
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)

@@ -42,8 +42,9 @@ if TYPE_CHECKING:
 
     from ._base import ListenOptions, PeerInfo
 
-__all__ = ["READS_KEEP_MESSAGE_BOUNDARIES", "AioListener", "open_connection"]
+__all__ = ["MAX_WRITE", "READS_KEEP_MESSAGE_BOUNDARIES", "AioListener", "open_connection"]
 
+MAX_WRITE: int | None = 0xFFFFFFFF  # WriteFile takes a DWORD length
 READS_KEEP_MESSAGE_BOUNDARIES = False  # the proactor reports ERROR_MORE_DATA as a plain read
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
