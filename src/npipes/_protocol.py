@@ -275,8 +275,9 @@ class ConnectionCore:
         Only a timeout that says nothing went out (``partial=False``), or a
         ``MessageTooLargeError`` a backend raises before writing (a size the OS
         cannot write in one go), leaves the connection usable; anything else (a
-        partial timeout, Ctrl+C or a cancellation mid-write) may have torn a frame. A peer that is gone ends
-        sending only: what it sent before it left is still received.
+        partial timeout, Ctrl+C or a cancellation mid-write) may have torn a
+        frame. A peer that is gone ends sending only: what it sent before it
+        left is still received.
         """
         self.annotate(exc)
         if not started or isinstance(exc, MessageTooLargeError):
