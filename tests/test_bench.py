@@ -163,7 +163,10 @@ def test_npipes_bench_without_a_checkout_says_how_to_run_it(tmp_path: Path) -> N
     """An npipes without benchmarks/ beside it (as installed from the wheel) says what to do."""
     installed = tmp_path / "site"
     shutil.copytree(
-        SRC / "npipes", installed / "npipes", ignore=shutil.ignore_patterns("__pycache__")
+        SRC / "npipes",
+        installed / "npipes",
+        ignore=shutil.ignore_patterns("__pycache__"),
+        copy_function=shutil.copyfile,  # copy2 calls CopyFile2, which Wine 8 lacks
     )
     code = (
         f"import sys; sys.path.insert(0, {str(installed)!r}); from npipes.cli import main;"
