@@ -354,6 +354,7 @@ def test_aio_recv_timeout_and_cancel_consume_nothing(pipe_name: str) -> None:
     asyncio.run(main())
 
 
+@pytest.mark.posix  # half-close (write_eof) is a socket feature; Windows pipes have none
 def test_aio_handler_can_reply_to_a_half_closed_peer(pipe_name: str) -> None:
     async def main() -> None:
         listener, client, server = await _aio_pair(pipe_name)
