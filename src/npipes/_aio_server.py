@@ -3,7 +3,7 @@
 Re-exported by :mod:`npipes.aio` (``Server``, ``serve``, ``Handler``); it lives
 here so the front end stays one job. Same rules as the sync server
 (:mod:`npipes.server`): the accept loop only accepts; each client's authkey
-handshake (``handshake_timeout``) and first-bytes wait (``idle_timeout``) run in
+handshake (``handshake_timeout``) and first-message wait (``idle_timeout``) run in
 its own task; failing accepts (``EMFILE``) are retried with pauses and logged
 at a bounded rate; ``aclose()`` lets its caller's cancellation through.
 """
@@ -91,7 +91,7 @@ class Server:
         task.add_done_callback(self._tasks.discard)
 
     async def _admit(self, conn: Connection) -> bool:
-        """Authenticate ``conn`` and wait for its first bytes; True if its handler may run."""
+        """Authenticate ``conn`` and wait for its first message; True if its handler may run."""
         task = asyncio.current_task()
         assert task is not None
         self._admitting.add(task)

@@ -409,15 +409,16 @@ class Connection:
             await self._handshake(self._authkey_side(authkey), timeout)
 
     async def _wait_readable(self, timeout: float | None) -> bool:
-        """Wait until the peer sent something or the connection ended; False on timeout.
+        """Wait until a whole message arrived or the connection ended; False on timeout.
 
-        Consumes nothing. Servers use it for ``idle_timeout``.
+        Consumes nothing. Servers use it for ``idle_timeout``: a first *message*,
+        not a first byte, so a client dribbling a byte now and then loses its slot.
         """
         core = self._core
         protocol = self._protocol
         try:
             async with asyncio.timeout(Deadline(timeout).remaining()):
-                while not (core.has_input or protocol.lost):
+                while not (core.message_ready() or protocol.lost):
                     await protocol.wait_readable()
         except TimeoutError:
             return False

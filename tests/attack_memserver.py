@@ -1,0 +1,69 @@
+"""Peer for tests/test_attack_memory.py: a listener in its own process that reports
+its memory (VmRSS/VmHWM from /proc/self/status, MiB) and receives from one client.
+
+argv: NAME FRAMING sync|aio default|none [authkey]. Prints ``READY <hwm>``, then on
+each stdin line ``VM <hwm>``; prints ``ERR <type>`` when its receive fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+
+import npipes
+from npipes import aio
+
+
+def hwm() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) // 1024
+    raise RuntimeError("no VmHWM")
+
+
+def main() -> None:
+    name, framing, mode, limit = sys.argv[1:5]
+    options: dict[str, object] = {"framing": framing}
+    if limit == "none":
+        options["max_message_size"] = None
+    if len(sys.argv) > 5:
+        options["authkey"] = sys.argv[5].encode()
+
+    def report(exc: BaseException) -> None:
+        print("ERR", type(exc).__name__, flush=True)
+
+    if mode == "sync":
+        listener = npipes.listen(name, **options)  # type: ignore[arg-type]
+
+        def serve() -> None:
+            try:
+                with listener.accept(timeout=60) as conn:
+                    conn.recv(timeout=60)
+            except Exception as exc:
+                report(exc)
+
+        threading.Thread(target=serve, daemon=True).start()
+    else:
+
+        async def serve_aio(started: threading.Event) -> None:
+            async with await aio.listen(name, **options) as alistener:  # type: ignore[arg-type]
+                started.set()
+                try:
+                    async with await alistener.accept(timeout=60) as conn:
+                        await conn.recv(timeout=60)
+                except Exception as exc:
+                    report(exc)
+                await asyncio.sleep(3600)
+
+        started = threading.Event()
+        threading.Thread(target=lambda: asyncio.run(serve_aio(started)), daemon=True).start()
+        started.wait(60)
+    print("READY", hwm(), flush=True)
+    for _ in sys.stdin:
+        print("VM", hwm(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
