@@ -23,6 +23,11 @@ def hwm() -> int:
     raise RuntimeError("no VmHWM")
 
 
+def say(*words: object) -> None:
+    sys.stdout.write(" ".join(map(str, words)) + "\n")
+    sys.stdout.flush()
+
+
 def main() -> None:
     name, framing, mode, limit = sys.argv[1:5]
     options: dict[str, object] = {"framing": framing}
@@ -32,7 +37,7 @@ def main() -> None:
         options["authkey"] = sys.argv[5].encode()
 
     def report(exc: BaseException) -> None:
-        print("ERR", type(exc).__name__, flush=True)
+        say("ERR", type(exc).__name__)
 
     if mode == "sync":
         listener = npipes.listen(name, **options)  # type: ignore[arg-type]
@@ -41,7 +46,7 @@ def main() -> None:
             try:
                 with listener.accept(timeout=60) as conn:
                     conn.recv(timeout=60)
-            except Exception as exc:
+            except npipes.NpipesError as exc:
                 report(exc)
 
         threading.Thread(target=serve, daemon=True).start()
@@ -53,16 +58,16 @@ def main() -> None:
                 try:
                     async with await alistener.accept(timeout=60) as conn:
                         await conn.recv(timeout=60)
-                except Exception as exc:
+                except npipes.NpipesError as exc:
                     report(exc)
                 await asyncio.sleep(3600)
 
         started = threading.Event()
         threading.Thread(target=lambda: asyncio.run(serve_aio(started)), daemon=True).start()
         started.wait(60)
-    print("READY", hwm(), flush=True)
+    say("READY", hwm())
     for _ in sys.stdin:
-        print("VM", hwm(), flush=True)
+        say("VM", hwm())
 
 
 if __name__ == "__main__":

@@ -87,7 +87,8 @@ def test_announced_length_costs_no_memory(
         text=True,
         env=os.environ.copy(),
     )
-    assert server.stdin is not None and server.stdout is not None
+    assert server.stdin is not None
+    assert server.stdout is not None
     try:
         ready = server.stdout.readline().split()
         assert ready[0] == "READY", ready
