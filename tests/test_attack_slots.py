@@ -21,7 +21,7 @@ def _dribble(path: str, stop: threading.Event, closed: threading.Event) -> None:
     """Send one byte of an npipes header every 0.2 s until told to stop or cut off."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(path)
-        header = b"NP\x01\x00" + bytes(12)
+        header = b"NP\x01\x00\x00\x00\x00\x00" + (1000).to_bytes(8, "little") + bytes(1000)
         for i in range(300):
             if stop.is_set():
                 return
