@@ -2,7 +2,7 @@
 its memory (VmRSS/VmHWM from /proc/self/status, MiB) and receives from one client.
 
 argv: NAME FRAMING sync|aio default|none [authkey]. Prints ``READY <hwm>``, then on
-each stdin line ``VM <hwm>``; prints ``ERR <type>`` when its receive fails.
+each stdin line ``VM <hwm> <cpu seconds>``; prints ``ERR <type>`` when its receive fails.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import time
 
 import npipes
 from npipes import aio
@@ -45,7 +46,8 @@ def main() -> None:
         def serve() -> None:
             try:
                 with listener.accept(timeout=60) as conn:
-                    conn.recv(timeout=60)
+                    got = conn.recv(timeout=60)
+                say("GOT", len(got))
             except npipes.NpipesError as exc:
                 report(exc)
 
@@ -57,7 +59,8 @@ def main() -> None:
                 started.set()
                 try:
                     async with await alistener.accept(timeout=60) as conn:
-                        await conn.recv(timeout=60)
+                        got = await conn.recv(timeout=60)
+                    say("GOT", len(got))
                 except npipes.NpipesError as exc:
                     report(exc)
                 await asyncio.sleep(3600)
@@ -67,7 +70,7 @@ def main() -> None:
         started.wait(60)
     say("READY", hwm())
     for _ in sys.stdin:
-        say("VM", hwm())
+        say("VM", hwm(), time.process_time())
 
 
 if __name__ == "__main__":

@@ -8,11 +8,13 @@ process (VmHWM from /proc), POSIX only.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -110,6 +112,50 @@ def test_announced_length_costs_no_memory(
                 peak = max(peak, int(line[1]))
         grown = peak - base
         assert grown < ALLOWED_GROWTH_MIB, f"{framing}: +{grown} MiB for {size} announced bytes"
+    finally:
+        server.kill()
+        server.wait(60)
+        server.stdin.close()
+        server.stdout.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="src/npipes/_framings.py _LinesDecoder._parse() searches for the newline from"
+    " the start of the unfinished line on every read (quadratic CPU)",
+)
+def test_long_unfinished_line_costs_linear_cpu(pipe_name: str) -> None:
+    """A 32 MiB line arriving 4 KiB per read: each byte is scanned once, so the
+    receiver spends well under 2 s of CPU (a rescan per read costs tens of seconds)."""
+    server = subprocess.Popen(
+        [sys.executable, PEER, pipe_name, "lines", "sync", "default"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdin is not None
+    assert server.stdout is not None
+    try:
+        assert server.stdout.readline().split()[0] == "READY"
+        server.stdin.write("\n")
+        server.stdin.flush()
+        before = float(server.stdout.readline().split()[2])
+        chunk = b"x" * 4096
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(resolve(pipe_name).path)
+            for _ in range((32 << 20) // len(chunk)):
+                sock.sendall(chunk)
+                # One read per chunk: wait until the server has taken it (TIOCOUTQ:
+                # bytes the peer has not read yet), so the test does not depend on load.
+                while struct.unpack("i", fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0" * 4))[0]:
+                    time.sleep(0)
+            sock.sendall(b"\n")
+            got = server.stdout.readline().split()
+            assert got == ["GOT", str(32 << 20)], got
+        server.stdin.write("\n")
+        server.stdin.flush()
+        after = float(server.stdout.readline().split()[2])
+        assert after - before < 2.0, f"{after - before:.1f} s of CPU for a 32 MiB line"
     finally:
         server.kill()
         server.wait(60)
