@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self, TypeVar, Unpack, cast, final
 
 from ._backend.aio import READS_KEEP_MESSAGE_BOUNDARIES, AioListener, open_connection
-from ._deadline import Deadline
+from ._deadline import NO_DEADLINE, Deadline
 from ._options import (
     ConnectOptions,
     ListenOptions,
@@ -213,10 +213,12 @@ class Connection:
             else:
                 self._transport.close()  # flushes what is queued
 
-    async def _wait(self, awaitable: Awaitable[_T], timeout: float | None, what: str) -> _T:
-        if timeout is None:  # no timeout context on the hot path
+    async def _wait(self, awaitable: Awaitable[_T], deadline: Deadline, what: str) -> _T:
+        """Await ``awaitable`` within ``deadline``. Callers build the deadline first (it
+        checks the timeout), so a bad timeout fails before anything is written or awaited."""
+        if deadline.timeout is None:  # no timeout context on the hot path
             return await awaitable
-        deadline = Deadline(timeout)
+        timeout = deadline.timeout
         try:
             async with asyncio.timeout(deadline.remaining()):
                 return await awaitable
@@ -269,11 +271,12 @@ class Connection:
                 queued whole and will still go out; the connection stays usable).
             ConnectionClosedError: the connection is closed.
         """
+        deadline = _deadline(timeout)  # a bad timeout fails before anything is written
         parts = self._core.encode(data, crc)
         self._check_writable()
         self._write(parts)
         self._check_written()
-        await self._wait(self._protocol.drain(), timeout, "send")
+        await self._wait(self._protocol.drain(), deadline, "send")
 
     async def send_many(
         self,
@@ -288,12 +291,13 @@ class Connection:
             The number of messages sent. Raises as :meth:`send`; every message
             is checked before anything is written.
         """
+        deadline = _deadline(timeout)  # a bad timeout fails before anything is written
         writes, count = self._core.encode_many(messages, crc)
         self._check_writable()
         for parts in writes:
             self._write(parts)
         self._check_written()
-        await self._wait(self._protocol.drain(), timeout, "send")
+        await self._wait(self._protocol.drain(), deadline, "send")
         return count
 
     # -- receiving ----------------------------------------------------------
@@ -326,7 +330,8 @@ class Connection:
         Raises:
             As :meth:`npipes.Connection.recv`.
         """
-        return (await self._wait(self._next_frame(crc), timeout, "recv")).message
+        deadline = _deadline(timeout)
+        return (await self._wait(self._next_frame(crc), deadline, "recv")).message
 
     async def recv_many(
         self, max_messages: int = 1024, timeout: float | None = None, *, crc: bool | None = None
@@ -355,8 +360,9 @@ class Connection:
             BufferTooSmallError: the message is longer than ``buffer``; nothing
                 consumed. Otherwise as :meth:`recv`.
         """
+        deadline = _deadline(timeout)
         view = writable_view(buffer)
-        return await self._wait(self._next_into(view, crc), timeout, "recv")
+        return await self._wait(self._next_into(view, crc), deadline, "recv")
 
     async def _next_into(self, view: memoryview, crc: bool | None) -> int:
         core = self._core
@@ -386,9 +392,7 @@ class Connection:
                     # Taken without resuming reading: bytes after this message (an
                     # authenticated peer's first message may follow the last one in
                     # the same read) are decoded once the exchange has moved on.
-                    frame = await self._wait(
-                        self._next_frame(None, resume=False), deadline.remaining(), "recv"
-                    )
+                    frame = await self._wait(self._next_frame(None, resume=False), deadline, "recv")
                     step = steps.send(frame.message)
                     self._protocol.took()
                 else:
@@ -615,6 +619,11 @@ async def connect(
     if settings.authkey is not None:
         await conn._handshake(connect_side(settings.authkey), deadline.remaining())
     return conn
+
+
+def _deadline(timeout: float | None) -> Deadline:
+    """The deadline of a call (checks ``timeout``: TypeError/ValueError for a bad one)."""
+    return NO_DEADLINE if timeout is None else Deadline(timeout)
 
 
 from ._aio_server import Server, serve  # noqa: E402 - it imports this module
