@@ -2,7 +2,8 @@
 its memory (VmRSS/VmHWM from /proc/self/status, MiB) and receives from one client.
 
 argv: NAME FRAMING sync|aio default|none [authkey]. Prints ``READY <hwm>``, then on
-each stdin line ``VM <hwm> <cpu seconds>``; prints ``ERR <type>`` when its receive fails.
+each stdin line ``VM <hwm> <cpu seconds> <rss>`` (MiB, s, MiB); ``GOT <size>`` per
+message received; ``ERR <type>`` when a receive fails.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import npipes
 from npipes import aio
 
 
-def hwm() -> int:
+def hwm(field: str = "VmHWM") -> int:
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmHWM"):
+            if line.startswith(field):
                 return int(line.split()[1]) // 1024
-    raise RuntimeError("no VmHWM")
+    raise RuntimeError(f"no {field}")
 
 
 def say(*words: object) -> None:
@@ -46,8 +47,8 @@ def main() -> None:
         def serve() -> None:
             try:
                 with listener.accept(timeout=60) as conn:
-                    got = conn.recv(timeout=60)
-                say("GOT", len(got))
+                    while True:  # keep the connection: its buffers stay measured
+                        say("GOT", len(conn.recv(timeout=60)))
             except npipes.NpipesError as exc:
                 report(exc)
 
@@ -59,8 +60,8 @@ def main() -> None:
                 started.set()
                 try:
                     async with await alistener.accept(timeout=60) as conn:
-                        got = await conn.recv(timeout=60)
-                    say("GOT", len(got))
+                        while True:
+                            say("GOT", len(await conn.recv(timeout=60)))
                 except npipes.NpipesError as exc:
                     report(exc)
                 await asyncio.sleep(3600)
@@ -70,7 +71,7 @@ def main() -> None:
         started.wait(60)
     say("READY", hwm())
     for _ in sys.stdin:
-        say("VM", hwm(), time.process_time())
+        say("VM", hwm(), time.process_time(), hwm("VmRSS"))
 
 
 if __name__ == "__main__":
