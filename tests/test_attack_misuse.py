@@ -5,7 +5,9 @@ retries, and the peer gets it twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import threading
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -67,3 +69,53 @@ def test_aio_call_with_a_bad_timeout_does_nothing(pipe_name: str, timeout: Any, 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "coroutine ... was never awaited" is a leak too
         asyncio.run(main())
+
+
+@pytest.mark.parametrize("timeout", BAD_TIMEOUTS, ids=IDS)
+def test_sync_server_close_with_a_bad_timeout_changes_nothing(pipe_name: str, timeout: Any) -> None:
+    """Before: close(nan) closed the listener, then raised, and a later close()
+    returned at once, leaving handlers and their connections running."""
+    started = threading.Event()
+    ended = threading.Event()
+
+    def handler(conn: npipes.Connection) -> None:
+        started.set()
+        with contextlib.suppress(npipes.NpipesError):
+            conn.recv()  # blocks until the server closes the connection
+        ended.set()
+
+    server = npipes.serve(pipe_name, handler)
+    try:
+        with npipes.connect(pipe_name, timeout=30):
+            assert started.wait(30)
+            with pytest.raises((ValueError, TypeError)):
+                server.close(timeout=timeout)
+            assert not server.listener.closed
+            server.close(timeout=0.1)
+            assert ended.wait(30)
+            assert server.listener.closed
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("timeout", BAD_TIMEOUTS, ids=IDS)
+def test_aio_server_aclose_with_a_bad_timeout_changes_nothing(pipe_name: str, timeout: Any) -> None:
+    async def main() -> None:
+        started = asyncio.Event()
+
+        async def handler(conn: aio.Connection) -> None:
+            started.set()
+            await conn.recv()
+
+        server = await aio.serve(pipe_name, handler)
+        try:
+            async with await aio.connect(pipe_name, timeout=30):
+                await asyncio.wait_for(started.wait(), 30)
+                with pytest.raises((ValueError, TypeError)):
+                    await server.aclose(timeout=timeout)
+                assert not server.listener.closed
+        finally:
+            await server.aclose(timeout=0.1)
+        assert server.listener.closed
+
+    asyncio.run(main())

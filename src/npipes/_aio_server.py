@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self, Unpack, final
 
 from . import aio
+from ._deadline import Deadline
 from .errors import ConnectionClosedError, NpipesError
 from .server import DEFAULT_HANDSHAKE_TIMEOUT, _AcceptFailures, _check_server_options
 
@@ -152,7 +153,12 @@ class Server:
 
         Clients still in their handshake or first-message wait are closed at
         once. Cancelling ``aclose()`` cancels every handler and re-raises.
+
+        Raises:
+            TypeError, ValueError: ``timeout`` is not None or a number >= 0; nothing
+                was closed.
         """
+        Deadline(timeout)  # check it before anything is closed
         if self._closed.done():
             return
         self._closing = True

@@ -234,7 +234,12 @@ class Server:
         """Stop accepting, wait up to ``timeout`` s for handlers, then close their connections.
 
         Clients still in their handshake or first-message wait are closed at once.
+
+        Raises:
+            TypeError, ValueError: ``timeout`` is not None or a number >= 0; nothing
+                was closed (a close that raised half-way left handlers running).
         """
+        Deadline(timeout)  # check it before anything is closed
         with self._lock:
             first = not self._stopped.is_set()
             self._stopped.set()
