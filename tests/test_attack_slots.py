@@ -9,6 +9,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 import npipes
 from npipes import aio
 from npipes._names import resolve
@@ -88,3 +90,36 @@ def test_aio_slowloris_client_loses_its_slot_after_idle_timeout(pipe_name: str) 
                 await asyncio.to_thread(thread.join)
 
     asyncio.run(main())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="src/npipes/connection.py Listener._accept_next runs each client's authkey"
+    " handshake in the iteration itself: every silent client stalls `for conn in listener`"
+    " for HANDSHAKE_TIMEOUT (5 s); a fix needs concurrent handshakes (design change)",
+)
+def test_listener_iteration_is_not_stalled_by_silent_clients(pipe_name: str) -> None:
+    key = b"attack-slots-key"
+    with npipes.listen(pipe_name, authkey=key) as listener:
+        silent = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2)]
+        try:
+            for sock in silent:
+                sock.connect(resolve(pipe_name).path)
+            began = time.monotonic()
+
+            def client() -> None:
+                with npipes.connect(pipe_name, authkey=key, timeout=WAIT) as conn:
+                    conn.send(b"hi", timeout=WAIT)
+
+            thread = threading.Thread(target=client)
+            thread.start()
+            for conn in listener:
+                with conn:
+                    assert conn.recv(timeout=WAIT) == b"hi"
+                break
+            waited = time.monotonic() - began
+            thread.join()
+        finally:
+            for sock in silent:
+                sock.close()
+    assert waited < 4.0, f"the good client waited {waited:.1f} s behind 2 silent ones"
