@@ -119,3 +119,23 @@ def test_aio_server_aclose_with_a_bad_timeout_changes_nothing(pipe_name: str, ti
         assert server.listener.closed
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("timeout", BAD_TIMEOUTS, ids=IDS)
+def test_aio_aclose_with_a_bad_flush_timeout_changes_nothing(pipe_name: str, timeout: Any) -> None:
+    """Before: aclose(flush_timeout=-1) aborted at once (dropping what was buffered),
+    nan was taken as "no wait", and only a str raised."""
+
+    async def main() -> None:
+        async with (
+            await aio.listen(pipe_name) as listener,
+            await aio.connect(pipe_name, timeout=30) as client,
+            await listener.accept(timeout=30) as server,
+        ):
+            with pytest.raises((ValueError, TypeError)):
+                await client.aclose(flush_timeout=timeout)
+            assert not client.closed
+            await client.send(b"still open", timeout=30)
+            assert await server.recv(timeout=30) == b"still open"
+
+    asyncio.run(main())

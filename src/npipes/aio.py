@@ -448,7 +448,12 @@ class Connection:
         Waits up to ``flush_timeout`` seconds for buffered data to reach a peer
         that stopped reading, then drops it (:meth:`abort`). Cancelling it
         aborts and lets the cancellation through.
+
+        Raises:
+            TypeError, ValueError: ``flush_timeout`` is not None or a number >= 0
+                (checked before anything is closed).
         """
+        flush = _deadline(flush_timeout)
         core = self._core
         was_open = core.state is State.OPEN
         core.close()
@@ -457,7 +462,7 @@ class Connection:
             return
         self._transport.close()  # flushes what is buffered, then closes
         try:
-            async with asyncio.timeout(flush_timeout):
+            async with asyncio.timeout(flush.remaining()):
                 await asyncio.shield(self._protocol.lost_waiter)
         except TimeoutError:
             self._transport.abort()
