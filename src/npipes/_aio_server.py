@@ -3,7 +3,7 @@
 Re-exported by :mod:`npipes.aio` (``Server``, ``serve``, ``Handler``); it lives
 here so the front end stays one job. Same rules as the sync server
 (:mod:`npipes.server`): the accept loop only accepts; each client's authkey
-handshake (``handshake_timeout``) and first-bytes wait (``idle_timeout``) run in
+handshake (``handshake_timeout``) and first-message wait (``idle_timeout``) run in
 its own task; failing accepts (``EMFILE``) are retried with pauses and logged
 at a bounded rate; ``aclose()`` lets its caller's cancellation through.
 """
@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self, Unpack, final
 
 from . import aio
+from ._deadline import Deadline
 from .errors import ConnectionClosedError, NpipesError
 from .server import DEFAULT_HANDSHAKE_TIMEOUT, _AcceptFailures, _check_server_options
 
@@ -91,7 +92,7 @@ class Server:
         task.add_done_callback(self._tasks.discard)
 
     async def _admit(self, conn: Connection) -> bool:
-        """Authenticate ``conn`` and wait for its first bytes; True if its handler may run."""
+        """Authenticate ``conn`` and wait for its first message; True if its handler may run."""
         task = asyncio.current_task()
         assert task is not None
         self._admitting.add(task)
@@ -152,7 +153,12 @@ class Server:
 
         Clients still in their handshake or first-message wait are closed at
         once. Cancelling ``aclose()`` cancels every handler and re-raises.
+
+        Raises:
+            TypeError, ValueError: ``timeout`` is not None or a number >= 0; nothing
+                was closed.
         """
+        Deadline(timeout)  # check it before anything is closed
         if self._closed.done():
             return
         self._closing = True

@@ -153,6 +153,16 @@ class ConnectionCore:
             or self.receive_ended
         )
 
+    def message_ready(self) -> bool:
+        """Whether a receive would return at once: a whole message, an error or the end is in.
+
+        Decodes what has arrived (within the read-ahead budget). Servers wait for
+        this, not for a first byte, so a client that dribbles part of a message
+        cannot hold a slot past ``idle_timeout``.
+        """
+        self.decode_available()
+        return bool(self._ready) or self.state is not State.OPEN or self.receive_ended
+
     @property
     def receiving_idle(self) -> bool:
         """No frame is half-received (a clean place for a receive to stop)."""

@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self, TypeVar, Unpack, cast, final
 
 from ._backend.aio import MAX_WRITE, READS_KEEP_MESSAGE_BOUNDARIES, AioListener, open_connection
-from ._deadline import Deadline
+from ._deadline import NO_DEADLINE, Deadline
 from ._options import (
     ConnectOptions,
     ListenOptions,
@@ -213,10 +213,12 @@ class Connection:
             else:
                 self._transport.close()  # flushes what is queued
 
-    async def _wait(self, awaitable: Awaitable[_T], timeout: float | None, what: str) -> _T:
-        if timeout is None:  # no timeout context on the hot path
+    async def _wait(self, awaitable: Awaitable[_T], deadline: Deadline, what: str) -> _T:
+        """Await ``awaitable`` within ``deadline``. Callers build the deadline first (it
+        checks the timeout), so a bad timeout fails before anything is written or awaited."""
+        if deadline.timeout is None:  # no timeout context on the hot path
             return await awaitable
-        deadline = Deadline(timeout)
+        timeout = deadline.timeout
         try:
             async with asyncio.timeout(deadline.remaining()):
                 return await awaitable
@@ -284,11 +286,12 @@ class Connection:
                 queued whole and will still go out; the connection stays usable).
             ConnectionClosedError: the connection is closed.
         """
+        deadline = _deadline(timeout)  # a bad timeout fails before anything is written
         parts = self._core.encode(data, crc)
         self._check_writable()
         self._write(parts)
         self._check_written()
-        await self._wait(self._protocol.drain(), timeout, "send")
+        await self._wait(self._protocol.drain(), deadline, "send")
 
     async def send_many(
         self,
@@ -303,12 +306,13 @@ class Connection:
             The number of messages sent. Raises as :meth:`send`; every message
             is checked before anything is written.
         """
+        deadline = _deadline(timeout)  # a bad timeout fails before anything is written
         writes, count = self._core.encode_many(messages, crc)
         self._check_writable()
         for parts in writes:
             self._write(parts)
         self._check_written()
-        await self._wait(self._protocol.drain(), timeout, "send")
+        await self._wait(self._protocol.drain(), deadline, "send")
         return count
 
     # -- receiving ----------------------------------------------------------
@@ -341,7 +345,8 @@ class Connection:
         Raises:
             As :meth:`npipes.Connection.recv`.
         """
-        return (await self._wait(self._next_frame(crc), timeout, "recv")).message
+        deadline = _deadline(timeout)
+        return (await self._wait(self._next_frame(crc), deadline, "recv")).message
 
     async def recv_many(
         self, max_messages: int = 1024, timeout: float | None = None, *, crc: bool | None = None
@@ -370,8 +375,9 @@ class Connection:
             BufferTooSmallError: the message is longer than ``buffer``; nothing
                 consumed. Otherwise as :meth:`recv`.
         """
+        deadline = _deadline(timeout)
         view = writable_view(buffer)
-        return await self._wait(self._next_into(view, crc), timeout, "recv")
+        return await self._wait(self._next_into(view, crc), deadline, "recv")
 
     async def _next_into(self, view: memoryview, crc: bool | None) -> int:
         core = self._core
@@ -401,9 +407,7 @@ class Connection:
                     # Taken without resuming reading: bytes after this message (an
                     # authenticated peer's first message may follow the last one in
                     # the same read) are decoded once the exchange has moved on.
-                    frame = await self._wait(
-                        self._next_frame(None, resume=False), deadline.remaining(), "recv"
-                    )
+                    frame = await self._wait(self._next_frame(None, resume=False), deadline, "recv")
                     step = steps.send(frame.message)
                     self._protocol.took()
                 else:
@@ -424,15 +428,16 @@ class Connection:
             await self._handshake(self._authkey_side(authkey), timeout)
 
     async def _wait_readable(self, timeout: float | None) -> bool:
-        """Wait until the peer sent something or the connection ended; False on timeout.
+        """Wait until a whole message arrived or the connection ended; False on timeout.
 
-        Consumes nothing. Servers use it for ``idle_timeout``.
+        Consumes nothing. Servers use it for ``idle_timeout``: a first *message*,
+        not a first byte, so a client dribbling a byte now and then loses its slot.
         """
         core = self._core
         protocol = self._protocol
         try:
             async with asyncio.timeout(Deadline(timeout).remaining()):
-                while not (core.has_input or protocol.lost):
+                while not (core.message_ready() or protocol.lost):
                     await protocol.wait_readable()
         except TimeoutError:
             return False
@@ -458,7 +463,12 @@ class Connection:
         Waits up to ``flush_timeout`` seconds for buffered data to reach a peer
         that stopped reading, then drops it (:meth:`abort`). Cancelling it
         aborts and lets the cancellation through.
+
+        Raises:
+            TypeError, ValueError: ``flush_timeout`` is not None or a number >= 0
+                (checked before anything is closed).
         """
+        flush = _deadline(flush_timeout)
         core = self._core
         was_open = core.state is State.OPEN
         core.close()
@@ -467,7 +477,7 @@ class Connection:
             return
         self._transport.close()  # flushes what is buffered, then closes
         try:
-            async with asyncio.timeout(flush_timeout):
+            async with asyncio.timeout(flush.remaining()):
                 await asyncio.shield(self._protocol.lost_waiter)
         except TimeoutError:
             self._transport.abort()
@@ -629,6 +639,11 @@ async def connect(
     if settings.authkey is not None:
         await conn._handshake(connect_side(settings.authkey), deadline.remaining())
     return conn
+
+
+def _deadline(timeout: float | None) -> Deadline:
+    """The deadline of a call (checks ``timeout``: TypeError/ValueError for a bad one)."""
+    return NO_DEADLINE if timeout is None else Deadline(timeout)
 
 
 from ._aio_server import Server, serve  # noqa: E402 - it imports this module

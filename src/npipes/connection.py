@@ -386,10 +386,11 @@ class Connection:
             self._handshake(self._authkey_side(authkey), timeout)
 
     def _wait_readable(self, timeout: float | None) -> bool:
-        """Wait until the peer sent something or the connection ended; False on timeout.
+        """Wait until a whole message arrived or the connection ended; False on timeout.
 
-        Consumes nothing (at most one read into the core). Servers use it for
-        ``idle_timeout``.
+        Consumes nothing (what it reads stays queued in the core). Servers use it
+        for ``idle_timeout``: a first *message*, not a first byte, so a client
+        dribbling a byte now and then still loses its slot.
         """
         core = self._core
         deadline = Deadline(timeout)
@@ -397,16 +398,15 @@ class Connection:
         if not _acquire(lock, deadline):
             return False
         try:
-            if core.has_input:
-                return True
-            try:
-                count = self._stream.recv_into(core.get_buffer(), deadline)
-            except PipeTimeoutError:
-                return False
-            except BaseException as exc:
-                self._io_failed(exc, core.recv_failed)
-                raise
-            core.buffer_updated(count, self._stream.message_end)
+            while not core.message_ready():
+                try:
+                    count = self._stream.recv_into(core.get_buffer(), deadline)
+                except PipeTimeoutError:
+                    return False
+                except BaseException as exc:
+                    self._io_failed(exc, core.recv_failed)
+                    raise
+                core.buffer_updated(count, self._stream.message_end)
             return True
         finally:
             lock.release()

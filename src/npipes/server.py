@@ -2,7 +2,7 @@
 
 The accept loop runs in a background thread and only accepts: each client's
 authkey handshake (deadline ``handshake_timeout``) and, with ``idle_timeout``,
-the wait for its first bytes run in that client's worker, so a silent or slow
+the wait for its first message run in that client's worker, so a silent or slow
 client holds up nobody else. The loop stops taking clients while
 ``max_connections`` workers are busy (further clients wait in the OS queue).
 An accept that keeps failing (``EMFILE``: out of descriptors) is retried with
@@ -181,7 +181,7 @@ class Server:
             raise
 
     def _admit(self, conn: Connection) -> bool:
-        """Authenticate ``conn`` and wait for its first bytes; True if its handler may run."""
+        """Authenticate ``conn`` and wait for its first message; True if its handler may run."""
         try:
             conn._authenticate(self._handshake_timeout)
             if self._idle_timeout is not None and not conn._wait_readable(self._idle_timeout):
@@ -234,7 +234,12 @@ class Server:
         """Stop accepting, wait up to ``timeout`` s for handlers, then close their connections.
 
         Clients still in their handshake or first-message wait are closed at once.
+
+        Raises:
+            TypeError, ValueError: ``timeout`` is not None or a number >= 0; nothing
+                was closed (a close that raised half-way left handlers running).
         """
+        Deadline(timeout)  # check it before anything is closed
         with self._lock:
             first = not self._stopped.is_set()
             self._stopped.set()
@@ -303,9 +308,10 @@ def serve(
             worker, so it never delays other clients.
         idle_timeout: seconds a new client may stay silent before it is closed
             (logged at INFO, freeing its slot); its handler starts once its first
-            bytes arrive. None (the default) starts the handler at once and waits
-            as long as the handler does: keep None for protocols where the server
-            speaks first, set it when clients are not trusted.
+            whole message has arrived (a byte now and then does not count: a
+            slowloris client is closed too). None (the default) starts the handler
+            at once and waits as long as the handler does: keep None for protocols
+            where the server speaks first, set it when clients are not trusted.
     """
     _check_server_options(max_connections, handshake_timeout, idle_timeout)
     listener = listen(name, **options)
