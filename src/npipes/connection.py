@@ -267,7 +267,6 @@ class Connection:
 
     def _receive(self, deadline: Deadline, crc: bool | None) -> Frame:
         core = self._core
-        stream = self._stream
         while True:
             try:
                 frame = core.next_frame(crc)
@@ -276,12 +275,18 @@ class Connection:
                 raise
             if frame is not None:
                 return frame
-            try:
-                count = stream.recv_into(core.get_buffer(), deadline)
-            except BaseException as exc:
-                self._io_failed(exc, core.recv_failed)
-                raise
-            core.buffer_updated(count, stream.message_end)
+            self._read_once(deadline)
+
+    def _read_once(self, deadline: Deadline) -> None:
+        """One read from the stream into the core; errors go through the core's rule."""
+        core = self._core
+        stream = self._stream
+        try:
+            count = stream.recv_into(core.get_buffer(), deadline)
+        except BaseException as exc:
+            self._io_failed(exc, core.recv_failed)
+            raise
+        core.buffer_updated(count, stream.message_end)
 
     def recv_many(
         self, max_messages: int = 1024, timeout: float | None = None, *, crc: bool | None = None
@@ -343,12 +348,7 @@ class Connection:
                     raise
                 if size is not None:
                     return size
-                try:
-                    count = stream.recv_into(core.get_buffer(), deadline)
-                except BaseException as exc:
-                    self._io_failed(exc, core.recv_failed)
-                    raise
-                core.buffer_updated(count, stream.message_end)
+                self._read_once(deadline)
         finally:
             core.release_buffer()  # the caller's buffer is borrowed for this call only
             if core.state is not State.OPEN:
@@ -400,13 +400,9 @@ class Connection:
         try:
             while not core.message_ready():
                 try:
-                    count = self._stream.recv_into(core.get_buffer(), deadline)
+                    self._read_once(deadline)
                 except PipeTimeoutError:
                     return False
-                except BaseException as exc:
-                    self._io_failed(exc, core.recv_failed)
-                    raise
-                core.buffer_updated(count, self._stream.message_end)
             return True
         finally:
             lock.release()
