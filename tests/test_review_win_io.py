@@ -26,6 +26,7 @@ from npipes._names import resolve
 pytestmark = pytest.mark.windows
 
 if sys.platform == "win32":
+    import pywintypes
     import win32file
     import win32pipe
 
@@ -166,13 +167,15 @@ def test_ctrl_c_right_after_connect_named_pipe_keeps_the_client(listener: Any) -
 def _interrupt_then_write(client: Any, message: bytes) -> None:
     time.sleep(0.3)  # the main thread waits in recv by now
     _thread.interrupt_main()  # delivered when its wait returns...
-    win32file.WriteFile(client, message)  # ...which this write makes happen at once
+    with contextlib.suppress(pywintypes.error):  # the server may close on the torn message
+        win32file.WriteFile(client, message)  # ...which this write makes happen at once
 
 
 def test_ctrl_c_keeps_a_read_that_ended_mid_message_as_mid_message(pipe_name: str) -> None:
     # raw framing: one pipe message is one message. A read that completed under
-    # Ctrl+C with ERROR_MORE_DATA must reach the core as "message goes on", or
-    # the message is silently split in two.
+    # Ctrl+C with ERROR_MORE_DATA must reach the core as "message goes on" (the
+    # core then breaks the connection: half a message was taken), never as a
+    # message end, which silently split the message in two (64 KiB, then the rest).
     message = bytes(range(256)) * 4096  # 1 MiB, more than one read
     with npipes.listen(pipe_name, framing="raw") as lst:
         for _ in range(5):
@@ -184,16 +187,19 @@ def test_ctrl_c_keeps_a_read_that_ended_mid_message_as_mid_message(pipe_name: st
                     )
                     writer.start()
                     received = 0
+                    got: bytes | str | None = None
                     try:
                         got = conn.recv(timeout=30)
                     except KeyboardInterrupt as exc:
                         received = getattr(exc, "npipes_received", 0)
-                        got = conn.recv(timeout=30)
+                        with contextlib.suppress(npipes.ConnectionClosedError):
+                            got = conn.recv(timeout=30)  # whole, or a typed error
                     else:
                         time.sleep(3)  # the interrupt lands here
                     writer.join(30)
-                    assert len(got) == len(message)
-                    assert got == message
+                    if got is not None:
+                        assert len(got) == len(message)
+                        assert got == message
                     if received:
                         return  # the case under test happened, and held
             except KeyboardInterrupt:
