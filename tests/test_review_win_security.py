@@ -37,3 +37,16 @@ def test_bad_security_options_are_typed_errors(
     ):
         client.send("ok")
         assert conn.recv(timeout=10) == "ok"
+
+
+def test_a_pipe_name_with_a_lone_surrogate_listens(pipe_name: str) -> None:
+    # NT object names are any UTF-16, and pywin32 passes a lone surrogate
+    # through; the per-name claim's hash raised UnicodeEncodeError on it.
+    name = "\\\\.\\pipe\\" + pipe_name + "-\udc80"
+    with (
+        npipes.listen(name) as lst,
+        npipes.connect(name, timeout=10) as client,
+        lst.accept(timeout=10) as conn,
+    ):
+        client.send(b"x")
+        assert conn.recv(timeout=10) == b"x"

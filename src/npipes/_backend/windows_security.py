@@ -120,7 +120,7 @@ def os_upcase(text: str) -> str:
     Python's ``upper``/``lower``/``casefold`` (KELVIN SIGN lowers to ``k`` in
     Python, yet it names another pipe than ``k``).
     """
-    units = text.encode("utf-16-le")
+    units = text.encode("utf-16-le", errors="surrogatepass")  # NT names are any UTF-16
     out = bytearray(len(units))
     for i in range(0, len(units), 2):
         unit = _RtlUpcaseUnicodeChar(int.from_bytes(units[i : i + 2], "little"))
