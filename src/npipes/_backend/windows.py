@@ -9,7 +9,10 @@ Who may open a pipe (DACL, SIDs) and the per-name claim live in
   pywin32: ctypes), never the other direction's, and awaited, so the OS never
   writes into a buffer we have let go of; an operation that completed in the
   meantime is kept, not dropped (an interrupted read reports it as
-  ``npipes_received`` on the exception; an interrupted accept keeps the client).
+  ``npipes_received``, and ``npipes_message_end``, on the exception; an
+  interrupted accept keeps the client). Ctrl+C can also land right after
+  ReadFile/WriteFile/ConnectNamedPipe returned: each OVERLAPPED is marked
+  before its call (``_arm``) so that case is settled the same way.
 - The pipe is message-mode, but npipes frames are a byte stream: a read that
   ends with ``ERROR_MORE_DATA`` is simply a full buffer, the rest follows.
 - A listener always has one instance waiting: it creates the next instance
