@@ -9,7 +9,10 @@ Who may open a pipe (DACL, SIDs) and the per-name claim live in
   pywin32: ctypes), never the other direction's, and awaited, so the OS never
   writes into a buffer we have let go of; an operation that completed in the
   meantime is kept, not dropped (an interrupted read reports it as
-  ``npipes_received`` on the exception; an interrupted accept keeps the client).
+  ``npipes_received``, and ``npipes_message_end``, on the exception; an
+  interrupted accept keeps the client). Ctrl+C can also land right after
+  ReadFile/WriteFile/ConnectNamedPipe returned: each OVERLAPPED is marked
+  before its call (``_arm``) so that case is settled the same way.
 - The pipe is message-mode, but npipes frames are a byte stream: a read that
   ends with ``ERROR_MORE_DATA`` is simply a full buffer, the rest follows.
 - A listener always has one instance waiting: it creates the next instance
@@ -158,9 +161,31 @@ def _overlapped_offset() -> int:
 _OV_OFFSET: Final = _overlapped_offset()
 
 
-def _cancel_one(handle: Any, ov: Any) -> None:
-    """Cancel the operation started with ``ov`` only (CancelIoEx with its OVERLAPPED)."""
-    _CancelIoEx(int(handle), id(ov) + _OV_OFFSET)
+def _cancel_one(handle: Any, ov: Any) -> bool:
+    """Cancel the operation started with ``ov`` only (CancelIoEx with its OVERLAPPED).
+
+    True when one was pending (it ends soon, as aborted or done); False when
+    none was: it had completed, or never started.
+    """
+    return bool(_CancelIoEx(int(handle), id(ov) + _OV_OFFSET))
+
+
+# ``OVERLAPPED.Internal`` before an operation: ReadFile, WriteFile and
+# ConnectNamedPipe overwrite its low 32 bits (STATUS_PENDING, then the final
+# status) before they return, so an interruption landing right after one of
+# them returned can tell an operation that started from one that never did.
+_UNISSUED: Final = 0xFFFF_FFFF  # not an NTSTATUS; the high half stays 0 as Internal expects
+
+
+def _arm(ov: Any) -> None:
+    """Mark ``ov`` as not started; call right before issuing an operation with it."""
+    ctypes.c_uint64.from_address(id(ov) + _OV_OFFSET).value = _UNISSUED
+
+
+def _started(ov: Any) -> bool:
+    """Whether an operation was issued with ``ov`` since :func:`_arm`."""
+    internal = ctypes.c_uint64.from_address(id(ov) + _OV_OFFSET).value
+    return internal & 0xFFFF_FFFF != _UNISSUED
 
 
 def _cancel_all(handle: Any) -> None:
@@ -214,6 +239,29 @@ def _settle(handle: Any, ov: Any) -> tuple[int, bool] | None:
             return int(ov.InternalHigh), True
         return None  # ERROR_OPERATION_ABORTED, or the pipe broke meanwhile
     return int(count), False
+
+
+def _client_present(handle: Any) -> bool:
+    """Whether a client is connected to the server instance ``handle`` (or came and left)."""
+    try:
+        win32pipe.PeekNamedPipe(handle, 0)
+    except pywintypes.error as exc:
+        return exc.winerror in _EOF_ERRORS  # else listening: nobody came
+    return True
+
+
+def _abandon_connect(handle: Any, ov: Any) -> bool:
+    """End a ConnectNamedPipe interrupted at an unknown point; True when a client connected.
+
+    It may never have started, be pending (cancel it and wait, so the OS is
+    done with ``ov``), or have returned at once (ERROR_PIPE_CONNECTED leaves
+    ``ov`` pending-looking and its event unsignalled: never wait on it then).
+    """
+    if not _started(ov):
+        return False
+    if _cancel_one(handle, ov):
+        return _settle_connect(handle, ov)
+    return _client_present(handle)
 
 
 def _settle_connect(handle: Any, ov: Any) -> bool:
@@ -341,9 +389,9 @@ class PipeStream:
             raise self._closed_error()
         view = buffer[:_MAX_IO] if buffer.nbytes > _MAX_IO else buffer  # a DWORD length
         ov = self._read_ov
-        got = 0
         try:
             while True:
+                _arm(ov)
                 rc, _ = win32file.ReadFile(self._handle, view, ov)
                 if rc == _ERROR_IO_PENDING:
                     done = self._complete(ov, deadline)
@@ -371,12 +419,18 @@ class PipeStream:
                 raise self._closed_error() from exc
             raise _error(exc, "recv", self._address) from exc
         except BaseException as exc:
+            if isinstance(exc, NpipesError):
+                raise  # ours: the read was settled before it was raised
             done = getattr(exc, "npipes_done", None)
-            if done is not None:
+            if not hasattr(exc, "npipes_done") and _started(ov):
+                # Interrupted right after ReadFile returned, before its result was
+                # taken: stop the OS writing into ``buffer`` and keep what it read.
+                done = _settle(self._handle, ov)
+            if done is not None and done[0]:
                 got, more = done
                 self.message_end = not more
-            if got and not isinstance(exc, NpipesError):
                 exc.npipes_received = got  # type: ignore[attr-defined]
+                exc.npipes_message_end = not more  # type: ignore[attr-defined]
             raise
 
     def send(self, buffers: Sequence[Buffer], deadline: Deadline) -> None:
@@ -420,6 +474,13 @@ class PipeStream:
             if self._closed:
                 raise self._closed_error() from exc
             raise _error(exc, "send", self._address) from exc
+        except BaseException as exc:
+            # Interrupted right after WriteFile returned, before it was awaited:
+            # the OS must be done with the buffer before the caller lets it go.
+            unsettled = not isinstance(exc, NpipesError) and not hasattr(exc, "npipes_done")
+            if unsettled and _started(ov):
+                _settle(self._handle, ov)
+            raise
 
     def close(self) -> None:
         if self._closed:
@@ -545,27 +606,38 @@ class PipeListener:
         """
         handle = self._pending
         ov = _new_overlapped()
-        issued = connected = False
+        rc: int | None = None  # None until ConnectNamedPipe's answer is recorded
+        failed = connected = False
+        index = 0
         try:
+            _arm(ov)
             try:
                 rc = win32pipe.ConnectNamedPipe(handle, ov)
             except pywintypes.error as exc:
                 if exc.winerror != _ERROR_NO_DATA:
+                    failed = True
                     raise _error(exc, "accept", self._address) from exc
                 rc = _ERROR_PIPE_CONNECTED  # the client came and already left: data may wait
-            issued = rc == _ERROR_IO_PENDING
-            index = _wait([ov.hEvent, self._stop], deadline) if issued else 0
-            # Connected (0 or ERROR_PIPE_CONNECTED), or cancel and see whether it did anyway.
-            connected = _settle_connect(handle, ov) if issued else True
-        except BaseException:
-            if issued:
+            if rc == _ERROR_IO_PENDING:
+                index = _wait([ov.hEvent, self._stop], deadline)
+                # Connected, or cancel and see whether it did anyway.
                 connected = _settle_connect(handle, ov)
+            else:
+                connected = True  # 0 or ERROR_PIPE_CONNECTED
+        except BaseException:
+            if failed:
+                self._replace(handle)
+                raise
+            if rc is None:  # interrupted as ConnectNamedPipe returned: find out what it did
+                connected = _abandon_connect(handle, ov)
+            elif rc == _ERROR_IO_PENDING:
+                connected = _settle_connect(handle, ov)
+            else:
+                connected = True
             if connected:
                 self._promote(handle)
-            elif issued:
-                self._keep_listening(handle)
             else:
-                self._replace(handle)
+                self._keep_listening(handle)
             raise
         if connected:
             self._promote(handle)

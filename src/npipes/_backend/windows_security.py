@@ -18,7 +18,7 @@ import win32event
 import win32security
 import winerror
 
-from npipes.errors import PipeInUseError, PipePermissionError
+from npipes.errors import PipeInUseError, PipePermissionError, translate_winerror
 
 if TYPE_CHECKING:
     from ._base import ListenOptions
@@ -54,9 +54,22 @@ def current_user_sid() -> str:
 
 
 def _account_sid(account: str) -> str:
+    """The SID string of ``account`` (a name, or already a SID string).
+
+    Raises:
+        PipeOSError: no such account (``winerror`` says why), not a raw pywin32 error.
+    """
     if account.startswith("S-1-"):
         return account
-    sid, _, _ = win32security.LookupAccountName(None, account)
+    try:
+        sid, _, _ = win32security.LookupAccountName(None, account)
+    except pywintypes.error as exc:
+        raise translate_winerror(
+            exc.winerror,
+            exc.strerror,
+            f"looking up the allowed_users account {account!r} (give an existing"
+            " account name, DOMAIN\\name, or a SID string)",
+        ) from exc
     return str(win32security.ConvertSidToStringSid(sid))
 
 
@@ -77,11 +90,25 @@ def security_descriptor_sddl(options: ListenOptions) -> str:
 
 
 def listener_security(options: ListenOptions) -> Any:
-    """The SECURITY_ATTRIBUTES every instance of a listener's pipe is created with."""
+    """The SECURITY_ATTRIBUTES every instance of a listener's pipe is created with.
+
+    Raises:
+        PipeOSError: an account in ``allowed_users`` does not exist, or the
+            SDDL (given, or built from malformed SID strings) does not parse.
+    """
+    sddl = security_descriptor_sddl(options)
     sa = win32security.SECURITY_ATTRIBUTES()
-    sa.SECURITY_DESCRIPTOR = win32security.ConvertStringSecurityDescriptorToSecurityDescriptor(
-        security_descriptor_sddl(options), win32security.SDDL_REVISION_1
-    )
+    try:
+        sa.SECURITY_DESCRIPTOR = win32security.ConvertStringSecurityDescriptorToSecurityDescriptor(
+            sddl, win32security.SDDL_REVISION_1
+        )
+    except pywintypes.error as exc:
+        raise translate_winerror(
+            exc.winerror,
+            exc.strerror,
+            f"parsing the pipe's security descriptor {sddl!r} (check security_descriptor"
+            " or the SID strings in allowed_users; SDDL looks like 'D:P(A;;GA;;;OW)')",
+        ) from exc
     sa.bInheritHandle = False
     return sa
 
@@ -93,7 +120,7 @@ def os_upcase(text: str) -> str:
     Python's ``upper``/``lower``/``casefold`` (KELVIN SIGN lowers to ``k`` in
     Python, yet it names another pipe than ``k``).
     """
-    units = text.encode("utf-16-le")
+    units = text.encode("utf-16-le", errors="surrogatepass")  # NT names are any UTF-16
     out = bytearray(len(units))
     for i in range(0, len(units), 2):
         unit = _RtlUpcaseUnicodeChar(int.from_bytes(units[i : i + 2], "little"))
