@@ -8,13 +8,11 @@ process (VmHWM from /proc), POSIX only.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
 import struct
 import subprocess
 import sys
-import termios
 import time
 from pathlib import Path
 
@@ -131,6 +129,9 @@ def test_long_unfinished_line_costs_linear_cpu(pipe_name: str) -> None:
                 sock.sendall(chunk)
                 # One read per chunk: wait until the server has taken it (TIOCOUTQ:
                 # bytes the peer has not read yet), so the test does not depend on load.
+                import fcntl  # POSIX only, like this module (imported here so Windows collects it)
+                import termios
+
                 while struct.unpack("i", fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0" * 4))[0]:
                     time.sleep(0)
             sock.sendall(b"\n")

@@ -49,6 +49,7 @@ def _start_dribbler(name: str) -> tuple[threading.Thread, threading.Event, threa
     return thread, stop, closed
 
 
+@pytest.mark.posix  # the slow client is a raw Unix socket
 def test_sync_slowloris_client_loses_its_slot_after_idle_timeout(pipe_name: str) -> None:
     def handler(conn: npipes.Connection) -> None:
         for message in conn:  # a plain echo handler: no timeout of its own
@@ -69,6 +70,7 @@ def test_sync_slowloris_client_loses_its_slot_after_idle_timeout(pipe_name: str)
             thread.join()
 
 
+@pytest.mark.posix  # the slow client is a raw Unix socket
 def test_aio_slowloris_client_loses_its_slot_after_idle_timeout(pipe_name: str) -> None:
     async def handler(conn: aio.Connection) -> None:
         async for message in conn:
