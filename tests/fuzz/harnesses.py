@@ -1,0 +1,468 @@
+"""Fuzz harnesses: one function per decoder and one for the connection core.
+
+Each harness takes the fuzzer's bytes and reads them as a small program (a
+byte per operation, then its arguments): wire bytes to send (raw, or a whole
+message encoded by the framing itself so CRCs and lengths are right), how to
+deliver them (``feed_data``, or ``get_buffer``/``buffer_updated`` in chunks),
+message ends, end of stream, and the calls a front end makes. The invariant
+(issue 11 §2): every input ends in messages or an ``npipes.NpipesError``,
+never another exception, never a hang (every loop here is bounded, and a
+decoder that keeps answering None after the end of stream is a finding), and
+never a buffer beyond a bound derived from the limits (see ``_buffer_bound``).
+
+A violation raises :class:`Finding`; any exception that is not an
+``NpipesError`` escapes as itself. Both are what atheris reports as a crash,
+and what ``tests/test_fuzz_corpus.py`` fails on. No atheris here: the corpus
+test replays inputs through these same functions in the normal suite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+from npipes._auth import MAX_HANDSHAKE_MESSAGE, accept_side, connect_side
+from npipes._frame import READ_BUFFER_SIZE, FrameDecoder
+from npipes._framings import (
+    DotnetCodec,
+    LinesCodec,
+    MultiprocessingCodec,
+    Npipes1Codec,
+    NpipesCodec,
+    RawCodec,
+)
+from npipes._protocol import ITEM_COST, READ_AHEAD, ConnectionCore, State
+from npipes.errors import ConnectionClosedError, NpipesError, PipeTimeoutError
+
+__all__ = ["HARNESSES", "LIMIT", "Finding"]
+
+LIMIT = 64 * 1024
+"""The harness's max_message_size (some inputs pick a tiny one, or change it mid-stream)."""
+_SLACK = 64  # headers, trailers: a few bytes a buffer may hold beyond a payload
+
+
+class Finding(AssertionError):
+    """An input broke an invariant (not an npipes error, not a crash of the harness)."""
+
+
+class _Input:
+    """The fuzzer's bytes, read front to back; reads past the end give zeros."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def more(self) -> bool:
+        return self.pos < len(self.data)
+
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            return 0
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def u16(self) -> int:
+        return self.byte() | self.byte() << 8
+
+    def take(self, n: int) -> bytes:
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += len(chunk)
+        return chunk
+
+
+def _limit_choice(inp: _Input) -> int:
+    """64 KiB mostly; a tiny limit sometimes (the handshake's 256, or 0..63)."""
+    pick = inp.byte()
+    if pick < 200:
+        return LIMIT
+    if pick < 230:
+        return MAX_HANDSHAKE_MESSAGE
+    return pick & 0x3F
+
+
+def _buffer_bound(limit: int, fed: int) -> int:
+    """The most memory one decoder buffer may hold, from the code's own rules.
+
+    ``FrameDecoder``: a 64 KiB read buffer that ``feed_data`` grows to the
+    bytes kept plus the chunk, and a payload object of the frame's length,
+    which is at most the limit. The simple decoders: a 64 KiB buffer that
+    grows to what a message needs (at most limit + header) or geometrically
+    with what was fed (at most twice that). Nothing may follow a length a
+    peer announced beyond the limit.
+    """
+    return 2 * (max(READ_BUFFER_SIZE, limit + _SLACK) + fed)
+
+
+def _check_memory(decoder: Any, limit: int, fed: int) -> None:
+    bound = _buffer_bound(limit, fed)
+    for attr in ("_buf", "_target"):
+        buf = getattr(decoder, attr, None)
+        if buf is None or (attr == "_target" and getattr(decoder, "_borrowed", False)):
+            continue
+        size = memoryview(buf).nbytes
+        if size > bound:
+            raise Finding(
+                f"{type(decoder).__name__}.{attr} holds {size} bytes after {fed} bytes fed"
+                f" with max_message_size {limit}; the bound is {bound}"
+            )
+
+
+# -- the decoders ------------------------------------------------------------------
+
+
+def _call(fn: Callable[[], Any]) -> Any:
+    """Run one decoder call; an NpipesError is an allowed outcome (returned, not raised)."""
+    try:
+        return fn()
+    except NpipesError as exc:
+        return exc
+
+
+class _Wire:
+    """Bytes on their way to a decoder: appended by the program, delivered in chunks."""
+
+    def __init__(self) -> None:
+        self.pending = bytearray()
+        self.fed = 0
+        self.eof = False  # the stream ended: a transport reads nothing after that
+
+    def take(self, n: int) -> bytes:
+        if self.eof:
+            return b""
+        chunk = bytes(self.pending[:n])
+        del self.pending[:n]
+        self.fed += len(chunk)
+        return chunk
+
+    def deliver_feed(self, decoder: Any, n: int) -> None:
+        chunk = self.take(n)
+        if chunk:
+            _call(lambda: decoder.feed_data(chunk))
+
+    def deliver_read(self, decoder: Any, n: int) -> None:
+        """One transport read: get_buffer, copy up to ``n`` bytes, buffer_updated."""
+
+        def read() -> None:
+            if self.eof:
+                return
+            view = decoder.get_buffer()
+            if not isinstance(view, memoryview) or view.readonly:
+                raise Finding(f"get_buffer returned {type(view).__name__}, not a writable view")
+            if len(view) == 0 and self.pending and n:
+                raise Finding("get_buffer returned an empty view while bytes are waiting")
+            chunk = self.take(min(n, len(view)))
+            count = len(chunk)
+            view[:count] = chunk
+            if count:
+                decoder.buffer_updated(count)
+
+        _call(read)
+
+
+def _drain_after_eof(
+    next_frame: Callable[[], Any], broken: Callable[[], bool], bound: int, what: str
+) -> None:
+    """After the end of stream, calls must end in ConnectionClosedError, or in a fatal
+    error that every later call repeats (``broken``)."""
+    for _ in range(bound):
+        try:
+            got = next_frame()
+        except ConnectionClosedError:
+            try:
+                again = next_frame()
+            except NpipesError:
+                return
+            raise Finding(
+                f"{what}: after the end was reported, a call returned {again!r}"
+            ) from None
+        except NpipesError:
+            if broken():
+                try:
+                    again = next_frame()
+                except NpipesError:
+                    return
+                raise Finding(f"{what}: after a fatal error, a call returned {again!r}") from None
+            continue
+        if got is None:
+            raise Finding(f"{what}: next_frame returned None after the end of stream (a hang)")
+    raise Finding(f"{what}: still returning frames after {bound} calls past the end of stream")
+
+
+def _run_decoder(make: Callable[[int], Any], data: bytes, encode: Callable[..., Any]) -> None:
+    inp = _Input(data)
+    limit = _limit_choice(inp)
+    max_limit = limit
+    decoder = make(limit)
+    wire = _Wire()
+    frames = 0
+    while inp.more():
+        op = inp.byte() % 12
+        if op == 0:  # raw wire bytes
+            wire.pending += inp.take(inp.byte())
+        elif op == 1:  # a whole message, encoded by the framing
+            size = inp.byte() | (inp.byte() & 0x3) << 8
+            text = inp.byte() & 1
+            payload = inp.take(size)
+            message: bytes | str = payload.decode("latin-1") if text else payload
+            try:
+                parts = encode(message, crc=bool(inp.byte() & 1), max_size=None)
+            except (NpipesError, ValueError, UnicodeError):
+                continue  # the framing cannot send it (non-ASCII for npipes1, a newline...)
+            for part in parts:
+                wire.pending += memoryview(part).cast("B")
+        elif op == 2:
+            wire.deliver_feed(decoder, inp.u16())
+        elif op in (3, 4):
+            wire.deliver_read(decoder, inp.u16())
+        elif op == 5:
+            _call(decoder.message_end)
+        elif op in (6, 7):
+            for _ in range(inp.byte() % 8 + 1):
+                got = _call(decoder.next_frame)
+                if got is None or isinstance(got, NpipesError):
+                    break
+                frames += 1
+        elif op == 8:
+            buf = bytearray(inp.u16() % (LIMIT + 2))
+            _call(lambda b=buf: decoder.next_frame_into(b))  # type: ignore[misc]
+            _call(decoder.release_buffer)
+        elif op == 9:
+            wire.deliver_feed(decoder, len(wire.pending))  # what was sent before the close
+            wire.eof = True
+            _call(decoder.feed_eof)
+        elif op == 10:  # the handshake narrows the limit, then restores it
+            decoder.max_message_size = (
+                MAX_HANDSHAKE_MESSAGE if decoder.max_message_size == limit else limit
+            )
+        else:
+            decoder.broken, decoder.idle  # noqa: B018 - properties must not raise
+            if isinstance(decoder, FrameDecoder):
+                decoder.bytes_needed, decoder.buffered  # noqa: B018
+        max_limit = max(max_limit, decoder.max_message_size or 0)
+        _check_memory(decoder, max_limit, wire.fed)
+        if frames > wire.fed + 16:
+            raise Finding(f"{frames} frames out of {wire.fed} bytes: messages from nothing")
+    # The peer sends the rest and closes.
+    wire.deliver_feed(decoder, len(wire.pending))
+    _call(decoder.message_end)
+    _call(decoder.feed_eof)
+    _check_memory(decoder, max_limit, wire.fed)
+    _drain_after_eof(
+        decoder.next_frame, lambda: bool(decoder.broken), wire.fed + 16, type(decoder).__name__
+    )
+
+
+def _decoder_harness(codec: Any, message_mode: bool) -> Callable[[bytes], None]:
+    def harness(data: bytes) -> None:
+        require_crc = bool(data[:1]) and data[0] & 0x80 != 0
+        _run_decoder(
+            lambda limit: codec.decoder(
+                max_message_size=limit, require_crc=require_crc, message_mode=message_mode
+            ),
+            data[1:],
+            codec.encode,
+        )
+
+    return harness
+
+
+# -- the connection core ----------------------------------------------------------------
+
+_CODECS: list[tuple[Callable[[], Any], bool]] = [
+    (NpipesCodec, False),
+    (lambda: MultiprocessingCodec(message_mode=False), False),
+    (lambda: MultiprocessingCodec(message_mode=True), True),
+    (Npipes1Codec, False),
+    (RawCodec, False),
+    (RawCodec, True),
+    (LinesCodec, False),
+    (DotnetCodec, False),
+]
+
+_KEY = b"fuzz-key"
+
+
+def _core_harness(data: bytes) -> None:
+    inp = _Input(data)
+    make, message_mode = _CODECS[inp.byte() % len(_CODECS)]
+    codec = make()
+    setup = inp.byte()
+    crc = codec.supports_crc and bool(setup & 1)
+    authenticating = codec.supports_auth and bool(setup & 2)
+    limit = _limit_choice(inp)
+    core = ConnectionCore(
+        codec,
+        crc=crc,
+        max_message_size=limit,
+        message_mode=message_mode,
+        name="fuzz",
+        address=None,
+        authenticating=authenticating,
+    )
+    decoder = core._decoder
+    wire = _Wire()
+    handshake: Generator[bytes | None, bytes | str | None, None] | None = None
+    waiting = False  # the handshake waits for a message
+    handshake_started = False  # a driver runs it once, first (authenticating=True)
+    steps = 0
+
+    def crc_arg() -> bool | None:
+        pick = inp.byte() % 3
+        if pick == 2 and not codec.supports_crc:
+            return None  # crc=True is a caller's mistake (ValueError) for this framing
+        return (None, False, True)[pick]
+
+    def read(n: int, message_end: bool) -> None:
+        def go() -> None:
+            if wire.eof:
+                return
+            view = core.get_buffer()
+            chunk = wire.take(min(n, len(view)))
+            count = len(chunk)
+            view[:count] = chunk
+            if count:
+                core.buffer_updated(count, message_end)
+
+        _call(go)
+
+    while inp.more():
+        op = inp.byte() % 16
+        if op == 0:
+            wire.pending += inp.take(inp.byte())
+        elif op == 1:
+            size = inp.byte() | (inp.byte() & 0x3) << 8
+            try:
+                parts = codec.encode(inp.take(size), crc=bool(inp.byte() & 1), max_size=None)
+            except (NpipesError, ValueError):
+                continue
+            for part in parts:
+                wire.pending += memoryview(part).cast("B")
+        elif op == 2:
+            past_budget, size, message_end = inp.byte() & 1, inp.u16(), inp.byte() & 1
+            if core.wants_data() or past_budget:  # a driver may read past the budget once
+                read(size, bool(message_end))
+        elif op == 3:
+            chunk = wire.take(inp.u16())
+            if chunk:
+                _call(lambda c=chunk: core.receive_data(c))  # type: ignore[misc]
+        elif op == 4:
+            arg = crc_arg()
+            _call(lambda a=arg: core.next_frame(a))  # type: ignore[misc]
+        elif op == 5:
+            buf = memoryview(bytearray(inp.u16() % (LIMIT + 2)))
+            arg, direct = crc_arg(), bool(inp.byte() & 1)
+            _call(lambda b=buf, a=arg, d=direct: core.next_message_into(b, a, direct=d))  # type: ignore[misc]
+            core.release_buffer()
+        elif op == 6:
+            arg = crc_arg()
+            _call(lambda a=arg: core.take_ready(inp.byte() % 8 + 1, a))  # type: ignore[misc]
+        elif op == 7:
+            core.decode_available()
+        elif op == 8:
+            core.message_ready()
+            core.closed, core.has_input, core.receiving_idle  # noqa: B018
+        elif op == 9:  # the peer's close reaches the driver after what it sent before
+            while wire.pending and core.state is State.OPEN and core.wants_data():
+                before = len(wire.pending)
+                read(len(wire.pending), True)
+                if len(wire.pending) == before:
+                    break
+            if not wire.pending:
+                wire.eof = True
+                core.receive_eof()
+        elif op == 10 and authenticating and not handshake_started:
+            side = accept_side if inp.byte() & 1 else connect_side
+            handshake, handshake_started = core.handshake(side(_KEY)), True
+            waiting = _step(handshake, None)
+        elif op == 11 and handshake is not None and waiting:
+            got = _call(lambda: core.next_message())
+            if got is not None and not isinstance(got, NpipesError):
+                waiting = _step(handshake, got)
+                if not waiting:
+                    handshake = None
+        elif op == 12:
+            exc = PipeTimeoutError("fuzz: a receive timed out")
+            want = inp.byte()
+            view = None if wire.eof or not want else _call(core.get_buffer)
+            if isinstance(view, memoryview):
+                chunk = wire.take(min(want, len(view)))
+                view[: len(chunk)] = chunk
+                exc.npipes_received = len(chunk)  # type: ignore[attr-defined]
+            _call(lambda e=exc: core.recv_failed(e))  # type: ignore[misc]
+        elif op == 13:  # sending; a newline is a caller's mistake with lines (ValueError)
+            try:
+                _call(lambda: core.encode(inp.take(inp.byte()), crc_arg()))
+            except ValueError as exc:
+                if not isinstance(codec, LinesCodec):
+                    raise Finding(f"encode raised {exc!r}") from exc
+        else:
+            continue
+        steps += 1
+        _check_core(core, decoder, limit, wire.fed)
+    # The peer sends the rest and closes; the driver reads and receives to the end.
+    while wire.pending and not wire.eof and core.state is State.OPEN:
+        before = len(wire.pending)
+        read(len(wire.pending), True)
+        if len(wire.pending) == before:
+            break  # the decoder takes no more (broken): the rest is never read
+        _check_core(core, decoder, limit, wire.fed)
+        if not core.wants_data():
+            _call(lambda: core.next_frame())
+    wire.eof = True
+    core.buffer_updated(0)
+    core.receive_eof()
+    if handshake is not None:
+        handshake.close()
+    _drain_after_eof(
+        lambda: core.next_frame(),
+        lambda: core.state is not State.OPEN,
+        wire.fed + READ_AHEAD,
+        "ConnectionCore",
+    )
+    if not core.closed:
+        raise Finding("ConnectionCore: the end was delivered but closed is False")
+
+
+def _step(handshake: Generator[bytes | None, Any, None], message: Any) -> bool:
+    """Advance the handshake to its next receive; True if it waits for one."""
+    try:
+        out = next(handshake) if message is None else handshake.send(message)
+        while out is not None:  # a message to send: the peer gets it, go on
+            out = handshake.send(None)
+    except (StopIteration, NpipesError):
+        return False
+    return True
+
+
+def _check_core(core: ConnectionCore, decoder: Any, limit: int, fed: int) -> None:
+    _check_memory(decoder, max(limit, decoder.max_message_size or 0), fed)
+    cap = READ_AHEAD + limit + _SLACK + 3 * ITEM_COST
+    if core._ready_bytes > cap:
+        raise Finding(f"ConnectionCore read ahead {core._ready_bytes} bytes; the cap is {cap}")
+    if core._handshaking:  # (recv_failed may decode more than one ahead: bytes already in)
+        for item in core._ready:
+            if not isinstance(item, NpipesError) and item.size > MAX_HANDSHAKE_MESSAGE:
+                raise Finding(f"a {item.size}-byte message was decoded during the handshake")
+
+
+def _v1_harness(data: bytes) -> None:
+    require_crc = bool(data[:1]) and data[0] & 0x80 != 0
+    _run_decoder(
+        lambda limit: FrameDecoder(max_message_size=limit, require_crc=require_crc),
+        data[1:],
+        NpipesCodec().encode,
+    )
+
+
+HARNESSES: dict[str, Callable[[bytes], None]] = {
+    "frame_v1": _v1_harness,
+    "multiprocessing_stream": _decoder_harness(MultiprocessingCodec(message_mode=False), False),
+    "multiprocessing_message": _decoder_harness(MultiprocessingCodec(message_mode=True), True),
+    "npipes1": _decoder_harness(Npipes1Codec(), False),
+    "raw_stream": _decoder_harness(RawCodec(), False),
+    "raw_message": _decoder_harness(RawCodec(), True),
+    "lines": _decoder_harness(LinesCodec(), False),
+    "dotnet": _decoder_harness(DotnetCodec(), False),
+    "core": _core_harness,
+}
+"""Harness name (also its corpus directory's name) -> function taking the fuzzer's bytes."""
