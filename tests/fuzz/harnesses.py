@@ -18,6 +18,7 @@ test replays inputs through these same functions in the normal suite.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -68,6 +69,13 @@ class _Input:
         chunk = self.data[self.pos : self.pos + n]
         self.pos += len(chunk)
         return chunk
+
+
+def _big_payload(inp: _Input) -> bytes:
+    """Up to 64 KiB from a few input bytes (a pattern repeated): large frames need it."""
+    size = inp.u16()
+    pattern = inp.take(inp.byte() % 16 + 1) or b"\0"
+    return (pattern * (size // len(pattern) + 1))[:size]
 
 
 def _limit_choice(inp: _Input) -> int:
@@ -196,13 +204,16 @@ def _run_decoder(make: Callable[[int], Any], data: bytes, encode: Callable[..., 
     wire = _Wire()
     frames = 0
     while inp.more():
-        op = inp.byte() % 12
+        op = inp.byte() % 13
         if op == 0:  # raw wire bytes
             wire.pending += inp.take(inp.byte())
-        elif op == 1:  # a whole message, encoded by the framing
-            size = inp.byte() | (inp.byte() & 0x3) << 8
-            text = inp.byte() & 1
-            payload = inp.take(size)
+        elif op in (1, 12):  # a whole message, encoded by the framing (12: a large one)
+            if op == 1:
+                size = inp.byte() | (inp.byte() & 0x3) << 8
+                text = inp.byte() & 1
+                payload = inp.take(size)
+            else:
+                payload, text = _big_payload(inp), 0
             message: bytes | str = payload.decode("latin-1") if text else payload
             try:
                 parts = encode(message, crc=bool(inp.byte() & 1), max_size=None)
@@ -222,9 +233,14 @@ def _run_decoder(make: Callable[[int], Any], data: bytes, encode: Callable[..., 
                 if got is None or isinstance(got, NpipesError):
                     break
                 frames += 1
-        elif op == 8:
+        elif op == 8:  # one recv_into call: reads until a frame is whole, or it stops
             buf = bytearray(inp.u16() % (LIMIT + 2))
-            _call(lambda b=buf: decoder.next_frame_into(b))  # type: ignore[misc]
+            got = _call(lambda b=buf: decoder.next_frame_into(b))  # type: ignore[misc]
+            for _ in range(inp.byte() % 4):
+                if got is not None:
+                    break
+                wire.deliver_read(decoder, inp.u16())
+                got = _call(lambda b=buf: decoder.next_frame_into(b))  # type: ignore[misc]
             _call(decoder.release_buffer)
         elif op == 9:
             wire.deliver_feed(decoder, len(wire.pending))  # what was sent before the close
@@ -234,7 +250,7 @@ def _run_decoder(make: Callable[[int], Any], data: bytes, encode: Callable[..., 
             decoder.max_message_size = (
                 MAX_HANDSHAKE_MESSAGE if decoder.max_message_size == limit else limit
             )
-        else:
+        elif op == 11:
             decoder.broken, decoder.idle  # noqa: B018 - properties must not raise
             if isinstance(decoder, FrameDecoder):
                 decoder.bytes_needed, decoder.buffered  # noqa: B018
@@ -329,10 +345,14 @@ def _core_harness(data: bytes) -> None:
         op = inp.byte() % 16
         if op == 0:
             wire.pending += inp.take(inp.byte())
-        elif op == 1:
-            size = inp.byte() | (inp.byte() & 0x3) << 8
+        elif op in (1, 14):  # a message encoded by the framing (14: a large one)
+            if op == 1:
+                size = inp.byte() | (inp.byte() & 0x3) << 8
+                payload = inp.take(size)
+            else:
+                payload = _big_payload(inp)
             try:
-                parts = codec.encode(inp.take(size), crc=bool(inp.byte() & 1), max_size=None)
+                parts = codec.encode(payload, crc=bool(inp.byte() & 1), max_size=None)
             except (NpipesError, ValueError):
                 continue
             for part in parts:
@@ -349,9 +369,16 @@ def _core_harness(data: bytes) -> None:
             arg = crc_arg()
             _call(lambda a=arg: core.next_frame(a))  # type: ignore[misc]
         elif op == 5:
+            # One recv_into call: reads until a message is whole, or it stops.
             buf = memoryview(bytearray(inp.u16() % (LIMIT + 2)))
             arg, direct = crc_arg(), bool(inp.byte() & 1)
-            _call(lambda b=buf, a=arg, d=direct: core.next_message_into(b, a, direct=d))  # type: ignore[misc]
+            into = functools.partial(core.next_message_into, buf, arg, direct=direct)
+            got = _call(into)
+            for _ in range(inp.byte() % 4):
+                if got is not None:
+                    break
+                read(inp.u16(), True)
+                got = _call(into)
             core.release_buffer()
         elif op == 6:
             arg = crc_arg()

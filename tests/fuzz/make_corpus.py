@@ -18,7 +18,7 @@ CORPUS = HERE / "corpus"
 VECTORS = HERE.parent / "data" / "vectors.json"
 
 # Decoder harness operations (op byte % 12) and their arguments.
-RAW, MSG, FEED, READ, END, NEXT, INTO, EOF, LIMIT = 0, 1, 2, 3, 5, 6, 8, 9, 10
+RAW, MSG, FEED, READ, END, NEXT, INTO, EOF, LIMIT, BIG = 0, 1, 2, 3, 5, 6, 8, 9, 10, 12
 CRC_REQUIRED, LIMIT_64K, LIMIT_256 = 0x80, 0, 200
 
 
@@ -35,6 +35,11 @@ def msg(payload: bytes, *, text: bool = False, crc: bool = False) -> bytes:
     return bytes([MSG, size & 0xFF, size >> 8, int(text)]) + payload + bytes([int(crc)])
 
 
+def big(size: int, pattern: bytes, *, crc: bool = False, op: int = BIG) -> bytes:
+    """A large message: ``pattern`` repeated to ``size`` bytes (the harness builds it)."""
+    return bytes([op]) + struct.pack("<HB", size, len(pattern) - 1) + pattern + bytes([int(crc)])
+
+
 def read(n: int) -> bytes:
     return bytes([READ]) + struct.pack("<H", n)
 
@@ -43,8 +48,10 @@ def feed(n: int) -> bytes:
     return bytes([FEED]) + struct.pack("<H", n)
 
 
-def into(n: int) -> bytes:
-    return bytes([INTO]) + struct.pack("<H", n)
+def into(n: int, *reads: int) -> bytes:
+    """One recv_into call with a ``n``-byte buffer, reading ``reads`` while it waits."""
+    out = bytes([INTO]) + struct.pack("<HB", n, len(reads))
+    return out + b"".join(struct.pack("<H", r) for r in reads)
 
 
 DRAIN = bytes([NEXT, 7])
@@ -59,6 +66,15 @@ def decoder_seeds(name: str) -> dict[str, bytes]:
         "eof-mid": head + msg(b"0123456789") + read(7) + bytes([EOF]) + DRAIN,
         "limit-toggle": head + bytes([LIMIT]) + msg(b"y" * 400) + feed(1000) + DRAIN,
         "crc-required": bytes([CRC_REQUIRED, LIMIT_256]) + msg(b"z", crc=True) + msg(b"q"),
+        "large": head + big(40_000, b"ab") + read(65535) + read(65535) + DRAIN,
+        "large-into": head
+        + big(50_000, b"xyz", crc=True)
+        + read(100)
+        + into(45_000)
+        + read(65535)
+        + into(60_000, 30_000, 30_000)
+        + DRAIN,
+        "large-over-limit": bytes([0, LIMIT_256]) + big(9_000, b"q") + feed(65535) + DRAIN,
         "message-ends": head
         + raw(b"one")
         + read(3)
@@ -76,8 +92,8 @@ def decoder_seeds(name: str) -> dict[str, bytes]:
         seeds["two-frames-bytewise"] = (
             head + raw(bytes.fromhex(vectors["valid"][0]["frame_hex"]) * 2) + read(1) * 40 + DRAIN
         )
-        big = struct.pack("<2sBBIQ", b"NP", 1, 1, 0, 40_000)  # a large frame, read in place
-        seeds["large-partial"] = head + raw(big + b"\x01" * 200) + read(100) + read(116) + DRAIN
+        header = struct.pack("<2sBBIQ", b"NP", 1, 1, 0, 40_000)  # a large frame, read in place
+        seeds["large-partial"] = head + raw(header + b"\x01" * 200) + read(100) + read(116) + DRAIN
     elif name.startswith("multiprocessing"):
         seeds["huge-long"] = head + raw(struct.pack("!iQ", -1, 1 << 62)) + feed(12) + DRAIN
         seeds["negative"] = head + raw(struct.pack("!i", -5)) + read(4) + DRAIN
@@ -99,7 +115,7 @@ def decoder_seeds(name: str) -> dict[str, bytes]:
 
 # Connection core operations (op byte % 16).
 C_RAW, C_MSG, C_READ, C_DATA, C_NEXT, C_INTO, C_TAKE, C_DECODE, C_READY, C_EOF = range(10)
-C_HANDSHAKE, C_STEP, C_FAILED, C_ENCODE = 10, 11, 12, 13
+C_HANDSHAKE, C_STEP, C_FAILED, C_ENCODE, C_BIG = 10, 11, 12, 13, 14
 
 
 def core_msg(payload: bytes, crc: bool = False) -> bytes:
@@ -119,7 +135,7 @@ def core_seeds() -> dict[str, bytes]:
         + core_read(40)
         + bytes([C_NEXT, 0, C_DECODE, C_TAKE, 0, 4])
         + core_read(4000)
-        + bytes([C_INTO, 0x10, 0x00, 0, 1, C_READY, C_EOF, C_NEXT, 0, C_NEXT, 0])
+        + bytes([C_INTO, 0x10, 0x00, 0, 1, 0, C_READY, C_EOF, C_NEXT, 0, C_NEXT, 0])
     )
     for index in range(8):  # every codec, crc on and off
         seeds[f"codec{index}-basic"] = bytes([index, 0, 0]) + body
@@ -133,6 +149,12 @@ def core_seeds() -> dict[str, bytes]:
         + bytes([C_STEP])
     )
     seeds["handshake-oversized"] = bytes([0, 2, 0]) + core_msg(b"H" * 600) + core_read(700)
+    large = big(40_000, b"L", crc=True, op=C_BIG)
+    direct = bytes([C_INTO, 0xFF, 0xFF, 0, 1, 3]) + struct.pack("<HHH", 20_000, 20_000, 100)
+    seeds["large-direct"] = bytes([0, 1, 0]) + large + core_read(1000) + direct
+    seeds["large-queued"] = (
+        bytes([2, 0, 0]) + large + core_read(65535) + bytes([C_DECODE, C_NEXT, 0])
+    )
     seeds["recv-failed-mid"] = bytes([0, 0, 0]) + core_msg(b"p" * 90) + bytes([C_FAILED, 50])
     seeds["send-then-eof"] = bytes([3, 0, 0, C_ENCODE, 3]) + b"abc" + bytes([0, C_EOF, C_NEXT, 0])
     return seeds
