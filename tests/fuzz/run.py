@@ -6,8 +6,8 @@ shared one), from the checkout root::
     python3 -m venv /tmp/fuzzvenv && /tmp/fuzzvenv/bin/pip install atheris
     PYTHONPATH=src /tmp/fuzzvenv/bin/python tests/fuzz/run.py --seconds 60
 
-Each harness starts from its checked-in corpus (tests/fuzz/corpus/NAME, never
-written to) plus a scratch directory for what it finds, under libFuzzer's
+Each harness starts from a scratch copy of its checked-in corpus
+(tests/fuzz/corpus/NAME, less the known findings in ``harnesses.KNOWN``), under libFuzzer's
 ``-timeout`` (a hang) and ``-rss_limit_mb`` (memory). Exits 1 if any harness
 found something; the input is left in the findings directory it prints (copy
 it into the corpus, minimised with ``-minimize_crash=1``, to keep it).
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1] / "src"))
 
-from harnesses import HARNESSES  # noqa: E402 - after the path set-up
+from harnesses import HARNESSES, KNOWN  # noqa: E402 - after the path set-up
 
 
 def _say(text: str, *, error: bool = False) -> None:
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for name in args.only or HARNESSES:
         work = Path(tempfile.mkdtemp(prefix=f"npipes-fuzz-{name}-"))
+        for seed in sorted((HERE / "corpus" / name).iterdir()):  # known findings stay out
+            if f"{name}/{seed.name}" not in KNOWN:
+                shutil.copyfile(seed, work / seed.name)
         command = [
             sys.executable,
             str(HERE / "fuzz.py"),
@@ -62,7 +66,6 @@ def main(argv: list[str] | None = None) -> int:
             f"-artifact_prefix={findings}{os.sep}{name}-",
             "-print_final_stats=1",
             str(work),
-            str(HERE / "corpus" / name),
         ]
         started = time.monotonic()
         result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
