@@ -33,7 +33,12 @@ from npipes._framings import (
     RawCodec,
 )
 from npipes._protocol import ITEM_COST, READ_AHEAD, ConnectionCore, State
-from npipes.errors import ConnectionClosedError, NpipesError, PipeTimeoutError
+from npipes.errors import (
+    ConnectionClosedError,
+    MessageTooLargeError,
+    NpipesError,
+    PipeTimeoutError,
+)
 
 __all__ = ["HARNESSES", "KNOWN", "LIMIT", "Finding"]
 
@@ -422,6 +427,24 @@ def _core_harness(data: bytes) -> None:
             except ValueError as exc:
                 if not isinstance(codec, LinesCodec):
                     raise Finding(f"encode raised {exc!r}") from exc
+        elif op == 15:  # a batch to send, then how its write ended
+            batch = [inp.take(inp.byte() % 32) for _ in range(inp.byte() % 4)]
+            try:
+                _call(functools.partial(core.encode_many, batch, crc_arg()))
+            except ValueError as exc:
+                if not isinstance(codec, LinesCodec):
+                    raise Finding(f"encode_many raised {exc!r}") from exc
+            pick = inp.byte() % 5
+            failure: BaseException = (
+                PipeTimeoutError("fuzz: a send timed out"),
+                PipeTimeoutError("fuzz: a send timed out"),
+                ConnectionClosedError("fuzz: the peer left"),
+                MessageTooLargeError("fuzz: too large for the OS", size=1, limit=0),
+                KeyboardInterrupt(),
+            )[pick]
+            if pick == 1:
+                failure.partial = True  # type: ignore[attr-defined]
+            core.send_failed(failure, started=bool(inp.byte() & 1))
         else:
             continue
         steps += 1
@@ -442,7 +465,7 @@ def _core_harness(data: bytes) -> None:
         handshake.close()
     _drain_after_eof(
         lambda: core.next_frame(),
-        lambda: core.state is not State.OPEN,
+        lambda: core.closed,  # not open, and no message left to deliver
         wire.fed + READ_AHEAD,
         "ConnectionCore",
     )

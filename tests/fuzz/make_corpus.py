@@ -115,7 +115,7 @@ def decoder_seeds(name: str) -> dict[str, bytes]:
 
 # Connection core operations (op byte % 16).
 C_RAW, C_MSG, C_READ, C_DATA, C_NEXT, C_INTO, C_TAKE, C_DECODE, C_READY, C_EOF = range(10)
-C_HANDSHAKE, C_STEP, C_FAILED, C_ENCODE, C_BIG = 10, 11, 12, 13, 14
+C_HANDSHAKE, C_STEP, C_FAILED, C_ENCODE, C_BIG, C_BATCH = 10, 11, 12, 13, 14, 15
 
 
 def core_msg(payload: bytes, crc: bool = False) -> bytes:
@@ -155,6 +155,17 @@ def core_seeds() -> dict[str, bytes]:
     seeds["large-queued"] = (
         bytes([2, 0, 0]) + large + core_read(65535) + bytes([C_DECODE, C_NEXT, 0])
     )
+    for pick, name in enumerate(["timeout", "timeout-partial", "peer-left", "too-large", "ctrl-c"]):
+        seeds[f"send-failed-{name}"] = (
+            bytes([0, 0, 0])
+            + core_msg(b"queued")
+            + core_read(100)
+            + bytes([C_DECODE, C_BATCH, 2, 3])
+            + b"abc"
+            + bytes([2])
+            + b"de"
+            + bytes([0, pick, 1, C_NEXT, 0, C_NEXT, 0])
+        )
     seeds["recv-failed-mid"] = bytes([0, 0, 0]) + core_msg(b"p" * 90) + bytes([C_FAILED, 50])
     seeds["send-then-eof"] = bytes([3, 0, 0, C_ENCODE, 3]) + b"abc" + bytes([0, C_EOF, C_NEXT, 0])
     return seeds
