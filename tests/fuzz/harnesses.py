@@ -19,6 +19,7 @@ test replays inputs through these same functions in the normal suite.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -40,7 +41,7 @@ from npipes.errors import (
     PipeTimeoutError,
 )
 
-__all__ = ["HARNESSES", "KNOWN", "LIMIT", "Finding"]
+__all__ = ["HARNESSES", "KNOWN", "KNOWN_BUGS", "LIMIT", "Finding"]
 
 LIMIT = 64 * 1024
 """The harness's max_message_size (some inputs pick a tiny one, or change it mid-stream)."""
@@ -49,6 +50,17 @@ _SLACK = 64  # headers, trailers: a few bytes a buffer may hold beyond a payload
 
 class Finding(AssertionError):
     """An input broke an invariant (not an npipes error, not a crash of the harness)."""
+
+
+KNOWN_BUGS: dict[str, str] = {}
+"""Bugs found and not yet fixed in src/. A check for one raises :class:`Finding` unless
+its id is in ``NPIPES_FUZZ_TOLERATE`` (comma-separated): run.py tolerates these so CI
+fuzzing keeps looking for new ones; the corpus test tolerates none."""
+
+
+def _bug(bug: str, message: str) -> None:
+    if bug not in os.environ.get("NPIPES_FUZZ_TOLERATE", "").split(","):
+        raise Finding(f"{message} [{bug}]")
 
 
 class _Input:
@@ -138,6 +150,14 @@ class _Wire:
         self.pending = bytearray()
         self.fed = 0
         self.eof = False  # the stream ended: a transport reads nothing after that
+        self.errors = 0  # npipes errors raised by calls made through ``call``
+        self.frames: list[Any] = []  # frames a read had to take out first (full buffer)
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        result = _call(fn)
+        if isinstance(result, NpipesError):
+            self.errors += 1
+        return result
 
     def take(self, n: int) -> bytes:
         if self.eof:
@@ -150,7 +170,7 @@ class _Wire:
     def deliver_feed(self, decoder: Any, n: int) -> None:
         chunk = self.take(n)
         if chunk:
-            _call(lambda: decoder.feed_data(chunk))
+            self.call(lambda: decoder.feed_data(chunk))
 
     def deliver_read(self, decoder: Any, n: int) -> None:
         """One transport read: get_buffer, copy up to ``n`` bytes, buffer_updated."""
@@ -162,21 +182,34 @@ class _Wire:
             if not isinstance(view, memoryview) or view.readonly:
                 raise Finding(f"get_buffer returned {type(view).__name__}, not a writable view")
             if len(view) == 0 and self.pending and n:
-                raise Finding("get_buffer returned an empty view while bytes are waiting")
+                # Only a buffer full of whole frames not yet taken may leave no room
+                # (FrameDecoder; asyncio's BufferedProtocol would raise RuntimeError):
+                # then the next frame must come out without more bytes.
+                frame = decoder.next_frame()
+                if frame is None:
+                    raise Finding("get_buffer returned an empty view, and no frame is whole")
+                self.frames.append(frame)
+                return
             chunk = self.take(min(n, len(view)))
             count = len(chunk)
             view[:count] = chunk
             if count:
                 decoder.buffer_updated(count)
 
-        _call(read)
+        self.call(read)
 
 
 def _drain_after_eof(
-    next_frame: Callable[[], Any], broken: Callable[[], bool], bound: int, what: str
-) -> None:
+    next_frame: Callable[[], Any],
+    broken: Callable[[], bool],
+    bound: int,
+    what: str,
+    frames: list[Any] | None = None,
+) -> int:
     """After the end of stream, calls must end in ConnectionClosedError, or in a fatal
-    error that every later call repeats (``broken``)."""
+    error that every later call repeats (``broken``). Returns the number of other
+    npipes errors on the way; appends the frames to ``frames``."""
+    errors = 0
     for _ in range(bound):
         try:
             got = next_frame()
@@ -184,7 +217,7 @@ def _drain_after_eof(
             try:
                 again = next_frame()
             except NpipesError:
-                return
+                return errors
             raise Finding(
                 f"{what}: after the end was reported, a call returned {again!r}"
             ) from None
@@ -193,16 +226,37 @@ def _drain_after_eof(
                 try:
                     again = next_frame()
                 except NpipesError:
-                    return
+                    return errors + 1
                 raise Finding(f"{what}: after a fatal error, a call returned {again!r}") from None
+            errors += 1
             continue
         if got is None:
             raise Finding(f"{what}: next_frame returned None after the end of stream (a hang)")
+        if frames is not None:
+            frames.append(got)
     raise Finding(f"{what}: still returning frames after {bound} calls past the end of stream")
 
 
-def _run_decoder(make: Callable[[int], Any], data: bytes, encode: Callable[..., Any]) -> None:
+def _canonical(message: bytes | str, encoding: str) -> bytes:
+    return message.encode(encoding) if isinstance(message, str) else bytes(message)
+
+
+def _run_decoder(
+    make: Callable[[int], Any],
+    data: bytes,
+    encode: Callable[..., Any],
+    encoding: str | None,
+    strip_cr: bool = False,
+) -> None:
+    """Drive one decoder (see the module docstring). ``encoding``: how the framing sends
+    ``str`` (for the round-trip check), or None where the transport, not the bytes,
+    makes the message boundaries (raw): no round-trip check there. ``strip_cr``: a
+    trailing CR is not part of the message (lines)."""
     inp = _Input(data)
+    # Round trip: a program of whole messages only that raised no error must get back
+    # exactly the messages it sent, in order (canonical bytes: str in the framing's encoding).
+    sent: list[bytes] = []
+    exact = encoding is not None
     limit = _limit_choice(inp)
     max_limit = limit
     decoder = make(limit)
@@ -212,6 +266,7 @@ def _run_decoder(make: Callable[[int], Any], data: bytes, encode: Callable[..., 
         op = inp.byte() % 13
         if op == 0:  # raw wire bytes
             wire.pending += inp.take(inp.byte())
+            exact = False
         elif op in (1, 12):  # a whole message, encoded by the framing (12: a large one)
             if op == 1:
                 size = inp.byte() | (inp.byte() & 0x3) << 8
@@ -226,31 +281,41 @@ def _run_decoder(make: Callable[[int], Any], data: bytes, encode: Callable[..., 
                 continue  # the framing cannot send it (non-ASCII for npipes1, a newline...)
             for part in parts:
                 wire.pending += memoryview(part).cast("B")
+            if encoding is not None and not wire.eof:  # (after the end nothing is read)
+                canonical = _canonical(message, encoding)
+                sent.append(canonical[:-1] if canonical.endswith(b"\r") and strip_cr else canonical)
         elif op == 2:
             wire.deliver_feed(decoder, inp.u16())
         elif op in (3, 4):
             wire.deliver_read(decoder, inp.u16())
         elif op == 5:
-            _call(decoder.message_end)
+            wire.call(decoder.message_end)
         elif op in (6, 7):
             for _ in range(inp.byte() % 8 + 1):
-                got = _call(decoder.next_frame)
+                got = wire.call(decoder.next_frame)
                 if got is None or isinstance(got, NpipesError):
                     break
                 frames += 1
+                wire.frames.append(got)
         elif op == 8:  # one recv_into call: reads until a frame is whole, or it stops
             buf = bytearray(inp.u16() % (LIMIT + 2))
-            got = _call(lambda b=buf: decoder.next_frame_into(b))  # type: ignore[misc]
+            got = wire.call(lambda b=buf: decoder.next_frame_into(b))  # type: ignore[misc]
             for _ in range(inp.byte() % 4):
                 if got is not None:
                     break
                 wire.deliver_read(decoder, inp.u16())
-                got = _call(lambda b=buf: decoder.next_frame_into(b))  # type: ignore[misc]
-            _call(decoder.release_buffer)
+                got = wire.call(lambda b=buf: decoder.next_frame_into(b))  # type: ignore[misc]
+            if isinstance(got, tuple):
+                frames += 1
+                payload = bytes(buf[: got[0]])  # the payload as sent: UTF-8 for str (the API)
+                if got[1] and encoding not in (None, "utf-8", "ascii"):
+                    exact = False  # recv_into of a dotnet str gives UTF-8, not UTF-16
+                wire.frames.append(payload)
+            wire.call(decoder.release_buffer)
         elif op == 9:
             wire.deliver_feed(decoder, len(wire.pending))  # what was sent before the close
             wire.eof = True
-            _call(decoder.feed_eof)
+            wire.call(decoder.feed_eof)
         elif op == 10:  # the handshake narrows the limit, then restores it
             decoder.max_message_size = (
                 MAX_HANDSHAKE_MESSAGE if decoder.max_message_size == limit else limit
@@ -265,15 +330,38 @@ def _run_decoder(make: Callable[[int], Any], data: bytes, encode: Callable[..., 
             raise Finding(f"{frames} frames out of {wire.fed} bytes: messages from nothing")
     # The peer sends the rest and closes.
     wire.deliver_feed(decoder, len(wire.pending))
-    _call(decoder.message_end)
-    _call(decoder.feed_eof)
+    wire.call(decoder.message_end)
+    wire.call(decoder.feed_eof)
     _check_memory(decoder, max_limit, wire.fed)
-    _drain_after_eof(
-        decoder.next_frame, lambda: bool(decoder.broken), wire.fed + 16, type(decoder).__name__
+    last: list[Any] = []
+    errors = _drain_after_eof(
+        decoder.next_frame,
+        lambda: bool(decoder.broken),
+        wire.fed + 16,
+        type(decoder).__name__,
+        last,
     )
+    received = [
+        _canonical(item if isinstance(item, bytes) else item.message, encoding or "utf-8")
+        for item in wire.frames + last
+    ]
+    if exact and not errors and not wire.errors and received != sent:
+        raise Finding(
+            f"{type(decoder).__name__}: sent {len(sent)} messages and no error was raised,"
+            f" but received {len(received)} that differ: {_diff(sent, received)}"
+        )
 
 
-def _decoder_harness(codec: Any, message_mode: bool) -> Callable[[bytes], None]:
+def _diff(sent: list[bytes], received: list[bytes]) -> str:
+    for index, (a, b) in enumerate(zip(sent, received, strict=False)):
+        if a != b:
+            return f"message {index}: sent {a[:40]!r} ({len(a)} B), got {b[:40]!r} ({len(b)} B)"
+    return f"the first {min(len(sent), len(received))} agree"
+
+
+def _decoder_harness(
+    codec: Any, message_mode: bool, encoding: str | None
+) -> Callable[[bytes], None]:
     def harness(data: bytes) -> None:
         require_crc = bool(data[:1]) and data[0] & 0x80 != 0
         _run_decoder(
@@ -282,6 +370,8 @@ def _decoder_harness(codec: Any, message_mode: bool) -> Callable[[bytes], None]:
             ),
             data[1:],
             codec.encode,
+            encoding,
+            strip_cr=isinstance(codec, LinesCodec),
         )
 
     return harness
@@ -346,8 +436,31 @@ def _core_harness(data: bytes) -> None:
 
         _call(go)
 
+    def proactor_read(n: int) -> None:
+        """One read as asyncio's proactor transport delivers it (Windows): up to 64 KiB,
+        fed through get_buffer/buffer_updated until all is in, decoding after each part
+        (what npipes.aio's protocol does in buffer_updated), even once reading is paused.
+        Reading resumes (and a read's data is delivered) only once decoding stops for
+        want of bytes with budget left (npipes.aio ``took``)."""
+        core.decode_available()
+        if not core.wants_data() or wire.eof or core.state is not State.OPEN:
+            return
+        data = wire.take(min(n, 65536))
+        while data and core.state is State.OPEN:  # not open: npipes.aio aborts the transport
+            view = _call(core.get_buffer)
+            if isinstance(view, NpipesError):
+                return  # the protocol raised: asyncio aborts the connection
+            if not len(view):  # asyncio: RuntimeError('get_buffer() returned an empty buffer')
+                raise Finding("ConnectionCore.get_buffer returned an empty view mid-read")
+            count = min(len(data), len(view))
+            view[:count] = data[:count]
+            data = data[count:]
+            core.buffer_updated(count)
+            core.decode_available()
+            _check_core(core, decoder, limit, wire.fed)
+
     while inp.more():
-        op = inp.byte() % 16
+        op = inp.byte() % 18
         if op == 0:
             wire.pending += inp.take(inp.byte())
         elif op in (1, 14):  # a message encoded by the framing (14: a large one)
@@ -427,6 +540,10 @@ def _core_harness(data: bytes) -> None:
             except ValueError as exc:
                 if not isinstance(codec, LinesCodec):
                     raise Finding(f"encode raised {exc!r}") from exc
+        elif op == 16:  # raw wire bytes, a pattern repeated (many small frames at once)
+            wire.pending += _big_payload(inp)
+        elif op == 17:
+            proactor_read(inp.u16())
         elif op == 15:  # a batch to send, then how its write ended
             batch = [inp.take(inp.byte() % 32) for _ in range(inp.byte() % 4)]
             try:
@@ -501,18 +618,23 @@ def _v1_harness(data: bytes) -> None:
         lambda limit: FrameDecoder(max_message_size=limit, require_crc=require_crc),
         data[1:],
         NpipesCodec().encode,
+        "utf-8",
     )
 
 
 HARNESSES: dict[str, Callable[[bytes], None]] = {
     "frame_v1": _v1_harness,
-    "multiprocessing_stream": _decoder_harness(MultiprocessingCodec(message_mode=False), False),
-    "multiprocessing_message": _decoder_harness(MultiprocessingCodec(message_mode=True), True),
-    "npipes1": _decoder_harness(Npipes1Codec(), False),
-    "raw_stream": _decoder_harness(RawCodec(), False),
-    "raw_message": _decoder_harness(RawCodec(), True),
-    "lines": _decoder_harness(LinesCodec(), False),
-    "dotnet": _decoder_harness(DotnetCodec(), False),
+    "multiprocessing_stream": _decoder_harness(
+        MultiprocessingCodec(message_mode=False), False, "utf-8"
+    ),
+    "multiprocessing_message": _decoder_harness(
+        MultiprocessingCodec(message_mode=True), True, None
+    ),
+    "npipes1": _decoder_harness(Npipes1Codec(), False, "ascii"),
+    "raw_stream": _decoder_harness(RawCodec(), False, None),
+    "raw_message": _decoder_harness(RawCodec(), True, None),
+    "lines": _decoder_harness(LinesCodec(), False, "utf-8"),
+    "dotnet": _decoder_harness(DotnetCodec(), False, "utf-16-le"),
     "core": _core_harness,
 }
 """Harness name (also its corpus directory's name) -> function taking the fuzzer's bytes."""

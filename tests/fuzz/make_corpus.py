@@ -93,6 +93,9 @@ def decoder_seeds(name: str) -> dict[str, bytes]:
             head + raw(bytes.fromhex(vectors["valid"][0]["frame_hex"]) * 2) + read(1) * 40 + DRAIN
         )
         header = struct.pack("<2sBBIQ", b"NP", 1, 1, 0, 40_000)  # a large frame, read in place
+        seeds["full-buffer"] = (
+            head + big(65_000, b"a") + big(1000, b"b") + read(65535) + read(1) + read(9) + DRAIN
+        )
         seeds["large-partial"] = head + raw(header + b"\x01" * 200) + read(100) + read(116) + DRAIN
     elif name.startswith("multiprocessing"):
         seeds["huge-long"] = head + raw(struct.pack("!iQ", -1, 1 << 62)) + feed(12) + DRAIN
@@ -116,6 +119,7 @@ def decoder_seeds(name: str) -> dict[str, bytes]:
 # Connection core operations (op byte % 16).
 C_RAW, C_MSG, C_READ, C_DATA, C_NEXT, C_INTO, C_TAKE, C_DECODE, C_READY, C_EOF = range(10)
 C_HANDSHAKE, C_STEP, C_FAILED, C_ENCODE, C_BIG, C_BATCH = 10, 11, 12, 13, 14, 15
+C_PATTERN, C_PROACTOR = 16, 17
 
 
 def core_msg(payload: bytes, crc: bool = False) -> bytes:
@@ -166,6 +170,15 @@ def core_seeds() -> dict[str, bytes]:
             + b"de"
             + bytes([0, pick, 1, C_NEXT, 0, C_NEXT, 0])
         )
+    empty_frame = struct.pack("<2sBBIQ", b"NP", 1, 0, 0, 0)
+    pattern = bytes([C_PATTERN]) + struct.pack("<HB", 65535, 15) + empty_frame
+    seeds["budget-proactor"] = (
+        bytes([0, 0, 0])
+        + pattern * 2
+        + bytes([C_PROACTOR, 0xFF, 0xFF, C_TAKE, 0, 7, C_PROACTOR, 0xFF, 0xFF])
+        + bytes([C_TAKE, 0, 7]) * 4
+        + bytes([C_PROACTOR, 0xFF, 0xFF])
+    )
     seeds["recv-failed-mid"] = bytes([0, 0, 0]) + core_msg(b"p" * 90) + bytes([C_FAILED, 50])
     seeds["send-then-eof"] = bytes([3, 0, 0, C_ENCODE, 3]) + b"abc" + bytes([0, C_EOF, C_NEXT, 0])
     return seeds

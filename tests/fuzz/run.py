@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1] / "src"))
 
-from harnesses import HARNESSES, KNOWN  # noqa: E402 - after the path set-up
+from harnesses import HARNESSES, KNOWN, KNOWN_BUGS  # noqa: E402 - after the path set-up
 
 
 def _say(text: str, *, error: bool = False) -> None:
@@ -42,10 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=60, help="per harness (default 60)")
     parser.add_argument("--only", nargs="*", choices=sorted(HARNESSES), help="these harnesses")
     parser.add_argument("--findings", type=Path, help="where crashing inputs go (default: temp)")
+    parser.add_argument(
+        "--strict", action="store_true", help="report the known bugs too (harnesses.KNOWN_BUGS)"
+    )
     args = parser.parse_args(argv)
     findings = args.findings or Path(tempfile.mkdtemp(prefix="npipes-fuzz-findings-"))
     findings.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
+    if not args.strict:
+        env["NPIPES_FUZZ_TOLERATE"] = ",".join(KNOWN_BUGS)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(HERE.parents[1] / "src"), *filter(None, [env.get("PYTHONPATH")])]
     )
