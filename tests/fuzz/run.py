@@ -11,6 +11,7 @@ Each harness starts from a scratch copy of its checked-in corpus
 ``-timeout`` (a hang) and ``-rss_limit_mb`` (memory). Exits 1 if any harness
 found something; the input is left in the findings directory it prints (copy
 it into the corpus, minimised with ``-minimize_crash=1``, to keep it).
+Replay one input: ``python tests/fuzz/fuzz.py NAME FILE``.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"{name:26} {status:18} {took:6.1f} s  {runs:>8} runs  cov {last}")
         if result.returncode != 0:
             failed.append(name)
-            _say(result.stderr[-4000:], error=True)
+            start = result.stderr.find("Uncaught Python exception")  # atheris' report
+            _say(result.stderr[start:] if start >= 0 else result.stderr[-4000:], error=True)
     if failed:
         _say(f"findings in {findings}: {', '.join(failed)}", error=True)
         return 1
