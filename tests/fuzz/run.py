@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         last = cov[-1].split("cov:")[1].split()[0] if cov else "?"
         status = "ok" if result.returncode == 0 else f"FINDING (exit {result.returncode})"
         _say(f"{name:26} {status:18} {took:6.1f} s  {runs:>8} runs  cov {last}")
+        shutil.rmtree(work, ignore_errors=True)  # what it found; the corpus keeps the seeds
         if result.returncode != 0:
             failed.append(name)
             start = result.stderr.find("Uncaught Python exception")  # atheris' report
