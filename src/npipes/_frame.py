@@ -279,7 +279,13 @@ class FrameDecoder:
                 self._set_buffer(bytearray(self._buffer_size))
         elif len(self._buf) - self._end < HEADER_SIZE + TRAILER_SIZE or self._needed_room():
             self._compact()
-        return self._view[self._end :]
+        view = self._view[self._end :]
+        if not view and self._state == _HEADER_STATE and self._end - self._start >= HEADER_SIZE:
+            # Full of bytes nobody decoded yet, beginning with a whole header: parse
+            # it now, so a large payload gets its own room (found by fuzzing).
+            self._parse_header(None)
+            return self.get_buffer()
+        return view
 
     def _needed_room(self) -> bool:
         # A small frame's body must fit between _start and the buffer's end.

@@ -52,16 +52,7 @@ class Finding(AssertionError):
     """An input broke an invariant (not an npipes error, not a crash of the harness)."""
 
 
-KNOWN_BUGS: dict[str, str] = {
-    "empty-get-buffer": (
-        "src/npipes/_frame.py FrameDecoder.get_buffer returns an empty view while the next frame"
-        " is incomplete: its 64 KiB read buffer is full and starts with a header not yet"
-        " parsed (a frame of 32 KiB or more that next_frame has not looked at). A driver"
-        " that reads again without calling next_frame gets a 0-byte read (EOF for the sync"
-        " driver; RuntimeError from asyncio's BufferedProtocol). Today's drivers decode"
-        " after every read, so they do not reach it"
-    ),
-}
+KNOWN_BUGS: dict[str, str] = {}
 """Bugs found and not yet fixed in src/. A check for one raises :class:`Finding` unless
 its id is in ``NPIPES_FUZZ_TOLERATE`` (comma-separated): run.py tolerates these so CI
 fuzzing keeps looking for new ones; the corpus test tolerates none."""
@@ -649,8 +640,6 @@ HARNESSES: dict[str, Callable[[bytes], None]] = {
 }
 """Harness name (also its corpus directory's name) -> function taking the fuzzer's bytes."""
 
-KNOWN: dict[str, str] = {
-    "frame_v1/crash-empty-get-buffer": KNOWN_BUGS["empty-get-buffer"],
-}
+KNOWN: dict[str, str] = {}
 """Corpus files (``HARNESS/FILE``) that still break an invariant, with what breaks, until
 src/ is fixed: the corpus test expects them to fail (strict xfail), run.py leaves them out."""
