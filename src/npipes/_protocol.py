@@ -143,16 +143,6 @@ class ConnectionCore:
             return False
         return all(isinstance(item, NpipesError) for item in self._ready)
 
-    @property
-    def has_input(self) -> bool:
-        """Something arrived that a receive would act on (or the connection is over)."""
-        return (
-            bool(self._ready)
-            or not self._decoder.idle
-            or self.state is not State.OPEN
-            or self.receive_ended
-        )
-
     def message_ready(self) -> bool:
         """Whether a receive would return at once: a whole message, an error or the end is in.
 
@@ -162,11 +152,6 @@ class ConnectionCore:
         """
         self.decode_available()
         return bool(self._ready) or self.state is not State.OPEN or self.receive_ended
-
-    @property
-    def receiving_idle(self) -> bool:
-        """No frame is half-received (a clean place for a receive to stop)."""
-        return self._decoder.idle
 
     def close(self, reason: str = "the connection was closed") -> None:
         """Mark closed locally (the driver closes the stream)."""
