@@ -333,8 +333,8 @@ class CoreModel(RuleBasedStateMachine):
 
     @invariant()
     def closed_only_when_no_message_is_left(self) -> None:
-        if not self.receiver.closed:
-            return
+        if not self.receiver.closed or self.done:
+            return  # once done, frames after the end are never delivered
         for entry in self.entries:
             if entry.kind in (Kind.FATAL, Kind.TORN) or entry.end > self.fed:
                 break
