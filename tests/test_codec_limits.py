@@ -457,3 +457,66 @@ def test_encode_takes_any_contiguous_buffer() -> None:
         decoder = FrameDecoder()
         decoder.feed_data(b"".join(bytes(memoryview(p)) for p in parts))
         assert decoder.next_frame().message == bytes(memoryview(value).cast("B"))
+
+
+def _as_bytes(message: bytes | str) -> bytes:
+    return message.encode() if isinstance(message, str) else bytes(message)
+
+
+@pytest.mark.parametrize(
+    ("framing", "crc"),
+    [(f, False) for f in ALL] + [(f, True) for f in ALL if get_codec(f).supports_crc],
+)
+def test_get_buffer_always_gives_room_while_nothing_is_decoded(framing: str, crc: bool) -> None:
+    """asyncio feeds a proactor read through get_buffer in a loop and raises on an
+    empty buffer; a driver whose read-ahead is full feeds without decoding (found by
+    tests/test_core_model.py)."""
+    codec = get_codec(framing)
+    sizes = (
+        [30_000, 30_000, 5, 30_000, 3] if framing == "dotnet" else [70_000, 70_000, 5, 200_000, 3]
+    )
+    messages: list[bytes | str] = [bytes([i + 1]) * size for i, size in enumerate(sizes)]
+    if framing in ("dotnet", "lines"):  # text framings
+        messages = [chr(97 + i) * size for i, size in enumerate(sizes)]
+    stream = b"".join(
+        bytes(part) for m in messages for part in codec.encode(m, crc=crc, max_size=None)
+    )
+    decoder = decoder_for(framing)
+    view = memoryview(stream)
+    while view:
+        buf = decoder.get_buffer()
+        assert len(buf) > 0
+        n = min(len(buf), len(view), 32 * 1024)
+        buf[:n] = view[:n]
+        decoder.buffer_updated(n)
+        view = view[n:]
+    decoder.feed_eof()
+    got = [decoder.next_frame().message for _ in messages] if framing != "raw" else []
+    while framing == "raw" and not decoder.idle:
+        got.append(decoder.next_frame().message)
+    with pytest.raises(npipes.ConnectionClosedError) as end:
+        decoder.next_frame()  # then the clean end, not a torn message
+    assert not isinstance(end.value, npipes.IncompleteMessageError)
+    if framing == "raw":
+        assert b"".join(got) == b"".join(messages)  # type: ignore[arg-type]  # a byte stream: any split
+    else:
+        assert [_as_bytes(m) for m in got] == [_as_bytes(m) for m in messages]
+
+
+def test_a_bad_header_in_a_full_buffer_is_reported_by_next_frame_in_order() -> None:
+    """get_buffer parses a waiting header early; a bad one must not raise there nor
+    lose its own message to a generic "unusable" error."""
+    decoder = decoder_for("npipes", limit=MiB)
+    good = encode_frame(b"first")
+    stream = good + v1_header(MiB + 1) + b"\0" * (200_000 - len(good) - 16)
+    view = memoryview(stream)
+    while view:
+        buf = decoder.get_buffer()
+        assert len(buf) > 0
+        n = min(len(buf), len(view))
+        buf[:n] = view[:n]
+        decoder.buffer_updated(n)
+        view = view[n:]
+    assert decoder.next_frame().message == b"first"
+    with pytest.raises(MessageTooLargeError, match="max_message_size"):
+        decoder.next_frame()

@@ -306,3 +306,34 @@ def test_a_size_the_backend_refuses_before_writing_leaves_it_usable() -> None:
     core = make_core()
     core.send_failed(npipes.MessageTooLargeError("over a DWORD", size=1 << 32, limit=(1 << 32) - 1))
     assert core.state is State.OPEN
+
+
+def test_a_timeout_with_whole_frames_waiting_past_the_budget_is_not_mid_frame() -> None:
+    """Frames read whole but not yet decoded (read-ahead full) are no torn frame: a
+    timeout keeps them all and leaves the connection open (found by test_core_model)."""
+    core = make_core()
+    messages = [bytes([i]) * 70_000 for i in range(5)]
+    feed(core, b"".join(encode_frame(m) for m in messages))
+    core.decode_available()
+    exc = npipes.PipeTimeoutError("timed out")
+    core.recv_failed(exc)
+    assert core.state is State.OPEN
+    assert exc.partial is False
+    assert [core.next_message() for _ in messages] == messages
+
+
+def test_get_buffer_after_the_framing_broke_gives_room_and_drops_the_bytes() -> None:
+    """asyncio's proactor feeds one read through get_buffer in a loop, even after the
+    protocol aborted the transport: the core must not raise there."""
+    core = make_core()
+    feed(core, encode_frame(b"one") + b"XX" + b"\0" * 14)
+    core.decode_available()
+    assert core.state is State.BROKEN
+    for _ in range(3):
+        buf = core.get_buffer()
+        assert len(buf) > 0
+        buf[:1] = b"x"
+        core.buffer_updated(1)
+    assert core.next_message() == b"one"
+    with pytest.raises(npipes.ProtocolError, match="magic"):
+        core.next_message()

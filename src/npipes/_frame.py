@@ -283,8 +283,24 @@ class FrameDecoder:
         if not view and self._state == _HEADER_STATE and self._end - self._start >= HEADER_SIZE:
             # Full of bytes nobody decoded yet, beginning with a whole header: parse
             # it now, so a large payload gets its own room (found by fuzzing).
-            self._parse_header(None)
-            return self.get_buffer()
+            saved = self._target, self._target_view, self._borrowed
+            try:
+                self._parse_header(None)
+            except (ProtocolError, MessageTooLargeError):
+                # Not here: next_frame parses it again and raises, in stream order.
+                self._state, self._error = _HEADER_STATE, None
+                self._target, self._target_view, self._borrowed = saved
+            else:
+                return self.get_buffer()
+        if not view:
+            # Full of whole frames nobody decoded yet (a driver whose read-ahead is
+            # full still feeds what one read brought): grow, never hand out no room.
+            kept = self._end - self._start
+            new = bytearray(kept + self._buffer_size)
+            new[:kept] = self._view[self._start : self._end]
+            self._set_buffer(new)
+            self._start, self._end = 0, kept
+            view = self._view[self._end :]
         return view
 
     def _needed_room(self) -> bool:

@@ -133,6 +133,7 @@ class ConnectionCore:
             self._decoder.max_message_size = MAX_HANDSHAKE_MESSAGE
         self.receive_ended = False  # the peer's clean end was delivered; sending may go on
         self.send_ended = ""  # why sending is over (the peer left); receiving may go on
+        self._scratch: memoryview | None = None  # where bytes go once framing is lost
 
     # -- state ----------------------------------------------------------------
 
@@ -290,8 +291,19 @@ class ConnectionCore:
     # -- receiving ------------------------------------------------------------
 
     def get_buffer(self) -> memoryview:
-        """Where the driver should read the next bytes to."""
-        return self._decoder.get_buffer()
+        """Where the driver should read the next bytes to (never empty, never raises).
+
+        Once the framing is lost, bytes still arriving (asyncio feeds the rest
+        of a read after the protocol aborted) go to a scratch buffer and are dropped.
+        """
+        if self.state is not State.BROKEN:
+            try:
+                return self._decoder.get_buffer()
+            except NpipesError as exc:
+                self._refused(exc)
+        if self._scratch is None:
+            self._scratch = memoryview(bytearray(64 * 1024))
+        return self._scratch
 
     def buffer_updated(self, nbytes: int, message_end: bool = True) -> None:
         """``nbytes`` were read into the last ``get_buffer()``; 0 means end of stream.
@@ -300,6 +312,8 @@ class ConnectionCore:
         length passing ``max_message_size``): that error takes its place in
         the stream and breaks the connection, like one found while decoding.
         """
+        if self.state is State.BROKEN and nbytes:
+            return  # into the scratch buffer: framing is lost, the bytes mean nothing
         decoder = self._decoder
         try:
             if nbytes:
@@ -513,11 +527,12 @@ class ConnectionCore:
             self.buffer_updated(received, getattr(exc, "npipes_message_end", True))
         if self.state is not State.OPEN:
             return
-        saved, self._handshaking = self._handshaking, False
-        try:
-            self.decode_available()  # complete frames are kept for the next call
-        finally:
-            self._handshaking = saved
+        # Complete frames are kept for the next call: all of them, past the read-ahead
+        # budget (their bytes are read already), so what is left is a torn frame or nothing.
+        while (item := self._decode()) is not None:
+            self._push(item)
+            if self.state is not State.OPEN or isinstance(item, ConnectionClosedError):
+                break
         if isinstance(exc, ConnectionClosedError):
             self.close(str(exc))
         elif not self._decoder.idle and self.state is State.OPEN:
