@@ -117,7 +117,10 @@ def victim_serve(results: Queue, entry: str, name: str, allow_other_users: bool 
             results.put(("ready", listener.address))
             while True:
                 with listener.accept(timeout=2 * WAIT) as conn:
-                    message = conn.recv(timeout=WAIT)
+                    try:
+                        message = conn.recv(timeout=WAIT)
+                    except npipes.ConnectionClosedError:
+                        continue  # a client that refused us (it did not trust our uid)
                     results.put(("got", message))
                     conn.send(b"echo:" + message, timeout=WAIT)
                     if message == b"stop":
@@ -129,7 +132,10 @@ def victim_serve(results: Queue, entry: str, name: str, allow_other_users: bool 
                 results.put(("ready", listener.address))
                 while True:
                     async with await listener.accept(timeout=2 * WAIT) as conn:
-                        message = await conn.recv(timeout=WAIT)
+                        try:
+                            message = await conn.recv(timeout=WAIT)
+                        except npipes.ConnectionClosedError:
+                            continue  # a client that refused us (it did not trust our uid)
                         results.put(("got", message))
                         await conn.send(b"echo:" + message, timeout=WAIT)
                         if message == b"stop":
@@ -240,12 +246,14 @@ def raw_attack(path: str) -> str:
         sock.close()
 
 
-def api_attack(path: str, front: str, allowed_uids: tuple[int, ...] = ()) -> object:
+def api_attack(
+    path: str, front: str, allowed_uids: tuple[int, ...] = (), message: bytes = ATTACK
+) -> object:
     """Try ``front`` (connect, aio.connect, ipc, cli) on ``path``; the outcome, never raised."""
     try:
         if front == "connect":
             with npipes.connect(path, timeout=5, allowed_uids=allowed_uids) as conn:
-                conn.send(ATTACK, timeout=5)
+                conn.send(message, timeout=5)
                 return ("answered", conn.recv(timeout=5))
         if front == "aio.connect":
 
@@ -253,7 +261,7 @@ def api_attack(path: str, front: str, allowed_uids: tuple[int, ...] = ()) -> obj
                 async with await npipes.aio.connect(
                     path, timeout=5, allowed_uids=allowed_uids
                 ) as conn:
-                    await conn.send(ATTACK, timeout=5)
+                    await conn.send(message, timeout=5)
                     return ("answered", await conn.recv(timeout=5))
 
             return asyncio.run(talk())
@@ -279,6 +287,15 @@ def attack_endpoint(
     if allowed_uids:
         outcome["connect+allowed"] = api_attack(path, "connect", allowed_uids)
         outcome["aio.connect+allowed"] = api_attack(path, "aio.connect", allowed_uids)
+    return outcome
+
+
+def allowed_attack(results: Queue, path: str, victim: int) -> dict[tuple[str, str], object]:
+    """Connect trusting no other uid, some other uid, then the victim's uid."""
+    outcome: dict[tuple[str, str], object] = {}
+    for front in ("connect", "aio.connect"):
+        for label, uids in (("none", ()), ("other", (9999,)), ("victim", (victim,))):
+            outcome[front, label] = api_attack(path, front, uids, b"let-in")
     return outcome
 
 
@@ -400,6 +417,7 @@ ROLES: dict[str, Callable[..., object]] = {
     "own_client": own_client,
     "attack_endpoint": attack_endpoint,
     "squat": squat,
+    "allowed_attack": allowed_attack,
     "bind_race": bind_race,
 }
 
