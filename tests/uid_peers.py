@@ -425,8 +425,10 @@ ROLES: dict[str, Callable[..., object]] = {
 # -- a server whose memory is measured (run as a script) ---------------------------------
 
 
-def memserver(name: str, front: str, limit: int, idle: float, slots: int) -> None:
-    """Echo server with ``max_message_size=limit``; prints ``READY`` then runs until stdin ends."""
+def memserver(name: str, front: str, limit: int, idle_s: float, slots: int) -> None:
+    """Echo server with ``max_message_size=limit`` and ``idle_timeout=idle_s`` (0: None);
+    prints ``READY`` then runs until its stdin ends."""
+    idle = idle_s or None
     if front == "sync":
 
         def handler(conn: npipes.Connection) -> None:
