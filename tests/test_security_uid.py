@@ -447,3 +447,37 @@ def test_allowed_users_get_in_and_others_do_not(open_dir: Path, entry: str) -> N
         if proc.is_alive():
             proc.kill()
     assert reports == [("got", b"let-in"), ("got", b"let-in"), ("got", b"stop")]
+
+
+# -- 7. FIFOs: another user cannot write to or read from ours ---------------------------------
+
+
+@pytest.mark.parametrize("victim", ["root", "user"])
+def test_another_user_cannot_open_our_fifo(pipe_name: str, sticky_tmp: Path, victim: str) -> None:
+    """The FIFO is 0600 in our 0700 directory: the attacker, naming it by its path, gets a
+    typed ``PipePermissionError`` from ``open_writer`` and ``open_reader``, and the OS says
+    no to a plain open; our reader receives nothing from it."""
+    env = env_of(sticky_tmp)
+    if victim == "root":
+        reader = npipes.fifo.open_reader(pipe_name)
+        path = npipes.fifo.path(pipe_name)
+    else:
+        path = str(sticky_tmp / f"npipes-{VICTIM}" / f"{pipe_name}.fifo")
+        proc, results = run_as(VICTIM, env, "fifo_victim", pipe_name)
+        assert results.get(timeout=WAIT) == ("ready", path)
+    try:
+        out = call_as(ATTACKER, env, "fifo_attack", path)
+        assert out["raw"] == "EACCES", out
+        for end in ("writer", "reader"):
+            assert out[end][1] == "PipePermissionError", out
+        if victim == "root":
+            with npipes.fifo.open_writer(pipe_name, timeout=WAIT) as writer:
+                writer.send("mine")
+            assert reader.recv(timeout=WAIT) == "mine"  # the first line is ours
+        else:
+            assert call_as(VICTIM, env, "fifo_write", pipe_name, "mine") is None
+            _, got = outcome(proc, results)
+            assert got == "mine"
+    finally:
+        if victim == "root":
+            reader.close()

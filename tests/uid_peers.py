@@ -299,6 +299,40 @@ def allowed_attack(results: Queue, path: str, victim: int) -> dict[tuple[str, st
     return outcome
 
 
+def fifo_attack(results: Queue, path: str) -> dict[str, object]:
+    """Write to, and read from, another user's FIFO by its path."""
+    outcome: dict[str, object] = {}
+    for label, opener in (
+        ("writer", lambda: npipes.fifo.open_writer(path, timeout=5)),
+        ("reader", lambda: npipes.fifo.open_reader(path)),
+    ):
+        try:
+            opener().close()
+            outcome[label] = ("opened",)
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            outcome[label] = ("error", *describe(exc))
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        outcome["raw"] = "opened"
+    except PermissionError:
+        outcome["raw"] = "EACCES"
+    except OSError as exc:
+        outcome["raw"] = f"errno {exc.errno}"
+    return outcome
+
+
+def fifo_victim(results: Queue, name: str) -> object:
+    """Open a FIFO reader on ``name``; report ``("ready", path)``; return the first message."""
+    with npipes.fifo.open_reader(name) as reader:
+        results.put(("ready", npipes.fifo.path(name)))
+        return reader.recv(timeout=2 * WAIT)
+
+
+def fifo_write(results: Queue, name: str, message: str) -> None:
+    with npipes.fifo.open_writer(name, timeout=WAIT) as writer:
+        writer.send(message)
+
+
 def squat(results: Queue, plant: str, where: str, target: str, done_timeout: float) -> object:
     """Plant ``plant`` at ``where`` before the victim comes, and report every byte it sends.
 
@@ -418,6 +452,9 @@ ROLES: dict[str, Callable[..., object]] = {
     "attack_endpoint": attack_endpoint,
     "squat": squat,
     "allowed_attack": allowed_attack,
+    "fifo_attack": fifo_attack,
+    "fifo_victim": fifo_victim,
+    "fifo_write": fifo_write,
     "bind_race": bind_race,
 }
 
