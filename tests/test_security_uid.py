@@ -13,7 +13,6 @@ import asyncio
 import os
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -341,30 +340,18 @@ def test_a_planted_endpoint_is_refused_and_never_followed(
 # -- 4. race the waiting client -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("entry", ["connect", "aio.connect"])
+@pytest.mark.parametrize("entry", ["connect", "aio.connect", "ipc", "cli-send", "cli-recv"])
 def test_a_waiting_client_never_talks_to_a_listener_of_another_user(
     open_dir: Path, entry: str
 ) -> None:
-    """The client waits (``wait_for_listener=True``) on a path in a shared directory;
-    the attacker binds it first."""
+    """The victim waits on a path in a shared directory (``wait_for_listener=True``; ``IPC``
+    and the CLI wait because the path is taken by a FIFO, so they can neither connect
+    nor listen); the attacker's listener appears there first."""
     path = open_dir / "victim.sock"
-    caught: list[BaseException] = []
-
-    def client() -> None:
-        try:
-            victim_call(entry, str(path), timeout=WAIT)
-        except Exception as exc:  # noqa: BLE001 - checked below
-            caught.append(exc)
-
-    thread = threading.Thread(target=client)
-    thread.start()
-    time.sleep(0.3)  # the client is waiting (if not yet, it must refuse all the same)
-    proc, results = squat("socket", path)
-    thread.join(WAIT)
-    assert len(caught) == 1
-    assert isinstance(caught[0], PipePermissionError), caught
-    assert f"uid {ATTACKER}" in str(caught[0])
-    assert squatter_got(path, proc, results)[3] == b""
+    proc, results = squat("fifo_then_socket", path)
+    with pytest.raises(PipePermissionError, match=f"uid {ATTACKER}"):
+        victim_call(entry, str(path), timeout=WAIT)
+    assert squatter_got(path, proc, results) == ("accepted", 1, "got", b"")
 
 
 # -- 5. race listen ----------------------------------------------------------------------------

@@ -339,7 +339,8 @@ def squat(results: Queue, plant: str, where: str, target: str, done_timeout: flo
     ``plant``: ``dir`` (a 0777 directory with a socket and a FIFO for each name
     in ``target``: "NAME.sock,NAME.fifo"), ``dir_link`` (a symlink to such a
     directory), ``socket`` (listen at ``where``), ``socket_link`` (a symlink to a
-    socket elsewhere), ``fifo`` (a 0666 FIFO), ``fifo_link``, ``file`` (a regular
+    socket elsewhere), ``fifo`` (a 0666 FIFO), ``fifo_then_socket`` (a FIFO that a
+    listening socket replaces 1.5 s later), ``fifo_link``, ``file`` (a regular
     file), ``lock_link`` (a symlink to ``target``), ``lock_file`` (our own file).
     """
     os.umask(0)
@@ -371,7 +372,7 @@ def squat(results: Queue, plant: str, where: str, target: str, done_timeout: flo
     elif plant == "socket_link":
         sock_at(elsewhere)
         os.symlink(elsewhere, where)
-    elif plant == "fifo":
+    elif plant in ("fifo", "fifo_then_socket"):
         fifo_at(where)
     elif plant == "fifo_link":
         fifo_at(elsewhere)
@@ -387,6 +388,12 @@ def squat(results: Queue, plant: str, where: str, target: str, done_timeout: flo
     else:
         raise ValueError(plant)
     results.put(("ready",))
+    if plant == "fifo_then_socket":
+        # The victim now waits (a FIFO is no listener); then a listener appears there,
+        # atomically (renamed over the FIFO), so the victim never finds the path free.
+        time.sleep(1.5)
+        sock_at(elsewhere)
+        os.rename(elsewhere, where)
     # Collect until the test says the victim is done (a file appears), then drain.
     deadline = time.monotonic() + done_timeout
     got = b""
