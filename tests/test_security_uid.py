@@ -330,7 +330,7 @@ def test_a_planted_endpoint_is_refused_and_never_followed(
     where = Path(str(path) + ".lock") if plant.startswith("lock") else path
     proc, results = squat(plant, where, str(precious))
     with pytest.raises(PLANTED[FAMILY[entry]][plant]):
-        victim_call(entry, str(path), timeout=3.0)
+        victim_call(entry, str(path), timeout=1.0)
     assert squatter_got(where, proc, results)[3] == b""
     assert precious.read_bytes() == b"precious"
     if FAMILY[entry] == "listen":

@@ -266,11 +266,11 @@ def api_attack(
 
             return asyncio.run(talk())
         if front == "ipc":
-            with IPC(path, timeout=5) as ipc:
+            with IPC(path, timeout=2) as ipc:
                 ipc.send_message(ATTACK)
                 return ("answered", None)
         if front == "cli":
-            code, _, err = cli("send", "--name", path, "--timeout", "5", ATTACK.decode())
+            code, _, err = cli("send", "--name", path, "--timeout", "2", ATTACK.decode())
             return ("cli", code, err)
     except Exception as exc:  # noqa: BLE001 - reported to the test
         return ("error", *describe(exc))
