@@ -218,6 +218,8 @@ def open_fifo(address: Address, *, write: bool, deadline: Deadline, create: bool
                 f"no FIFO at {path}; create it with npipes.fifo.open_reader first",
                 address=path,
             ) from exc
+        except OSError as exc:  # EACCES: another user's directory
+            raise translate_os_error(exc, "open FIFO", address=path) from exc
     if not write:
         try:
             fd = _open_checked(path, os.O_RDONLY | os.O_NONBLOCK, trusted=(me,))
