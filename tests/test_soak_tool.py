@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SUMMARY = re.compile(
     r"^soak (OK|FAIL): seconds=\d+ seed=\d+ sent=(\d+) delivered=(\d+) failed=(\d+)"
     r" abandoned=(\d+) lost=(\d+) untyped=(\d+) connections=(\d+) timeouts=\d+"
-    r" disconnects=\d+ kills_client=\d+ kills_server=\d+ corrupt_at_server=(\d+)$"
+    r" disconnects=\d+ kills_client=\d+ kills_server=\d+ torn_lines=\d+ corrupt_at_server=(\d+)$"
 )
 
 
