@@ -79,7 +79,7 @@ def rss() -> int:
         import win32process
 
         info = win32process.GetProcessMemoryInfo(win32api.GetCurrentProcess())
-        return int(info["WorkingSetSize"])
+        return int(info["PagefileUsage"])  # private committed bytes
     import resource  # other POSIX: the peak is the best cheap figure
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -101,6 +101,13 @@ def _trim() -> None:
             libc.malloc_trim(0)
         except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
             return
+    if sys.platform == "win32":
+        import ctypes
+
+        kernel32 = ctypes.WinDLL("kernel32")
+        heaps = (ctypes.c_void_p * 256)()
+        for index in range(min(kernel32.GetProcessHeaps(256, heaps), 256)):
+            kernel32.HeapCompact(ctypes.c_void_p(heaps[index]), 0)
 
 
 def snapshot() -> dict[str, int | None]:
@@ -212,8 +219,8 @@ class _Peak:
 def thread_server(name: str, control: Control, trace: bool) -> None:
     """``npipes.serve`` with CRC: check every message, echo it, until each client leaves.
 
-    Reports ``("ready", baseline)`` once warmed up, then on ``"measure"``
-    ``("after", snapshot, peak, errors)`` and exits on ``"stop"``.
+    Reports ``("ready", baseline)`` once warmed up, then on each ``"measure"``
+    ``("after", snapshot, peak, errors)``, and exits on ``"stop"``.
     """
     peak = _Peak()
 
@@ -238,10 +245,10 @@ def thread_server(name: str, control: Control, trace: bool) -> None:
         peak.peak = 0
         baseline = quiet(2)  # this one and the accept loop
         control.send(("ready", baseline))
-        assert control.recv() == "measure"
-        _wait_idle(lambda: server.active)
-        control.send(("after", settled(baseline), peak.peak, peak.errors))
-        assert control.recv() == "stop"
+        while control.recv() == "measure":
+            _wait_idle(lambda: server.active)
+            control.send(("after", settled(baseline), peak.peak, peak.errors))
+            peak.peak = 0
 
 
 def _wait_idle(active: Any) -> None:
@@ -336,10 +343,10 @@ def aio_server(name: str, control: Control, trace: bool) -> None:
             peak.peak = 0
             baseline = quiet(1)
             control.send(("ready", baseline))
-            assert await command() == "measure"
-            await wait_idle(server)
-            control.send(("after", await asettled(baseline), peak.peak, peak.errors))
-            assert await command() == "stop"
+            while await command() == "measure":
+                await wait_idle(server)
+                control.send(("after", await asettled(baseline), peak.peak, peak.errors))
+                peak.peak = 0
 
     if trace:
         tracemalloc.start()
