@@ -27,15 +27,7 @@ SUMMARY = re.compile(
 def test_soak_for_10_seconds_loses_nothing() -> None:
     """A 10-second soak: exit status 0, one summary line, nothing lost, every message
     accounted for (sent = delivered + failed + abandoned + lost)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    done = subprocess.run(
-        [str(ROOT / "tools" / "soak"), "--seconds", "10", "--seed", "11"],
-        capture_output=True,
-        text=True,
-        timeout=110,
-        env=env,
-        check=False,
-    )
+    done = _soak("--seconds", "10", "--seed", "11")
     lines = done.stdout.splitlines()
     assert len(lines) == 1, (done.stdout, done.stderr[-3000:])
     match = SUMMARY.match(lines[0])
@@ -49,6 +41,31 @@ def test_soak_for_10_seconds_loses_nothing() -> None:
     assert int(sent) == int(delivered) + int(failed) + int(abandoned) + int(lost)
     assert int(delivered) > 0
     assert int(connections) > 0
+
+
+@pytest.mark.posix
+@pytest.mark.slow
+def test_soak_reports_messages_lost_on_purpose_and_fails() -> None:
+    """The detector works: servers that silently drop one echo in 50 (``--drop-one-in``)
+    make the soak report lost messages and exit 1."""
+    done = _soak("--seconds", "5", "--seed", "12", "--drop-one-in", "50")
+    match = SUMMARY.match(done.stdout.strip())
+    assert match, done.stdout
+    assert match.group(1) == "FAIL"
+    assert int(match.group(6)) > 0  # lost
+    assert done.returncode == 1
+
+
+def _soak(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    return subprocess.run(
+        [str(ROOT / "tools" / "soak"), *args],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        env=env,
+        check=False,
+    )
 
 
 def test_soak_help_defines_lost() -> None:

@@ -260,7 +260,7 @@ def _count_logged_errors(report: Report, untyped: int) -> None:
     logging.getLogger("npipes").addHandler(Counter(logging.ERROR))
 
 
-def sync_server(prefix: str, counters: Any, log_path: str, stop: Any) -> None:
+def sync_server(prefix: str, drop: int, counters: Any, log_path: str, stop: Any) -> None:
     """``npipes.serve`` on every (framing, crc) name: check, then echo each message."""
     report = Report(counters, log_path)
     _count_logged_errors(report, S_UNTYPED)
@@ -278,6 +278,8 @@ def sync_server(prefix: str, counters: Any, log_path: str, stop: Any) -> None:
                         report.add(S_CORRUPT)
                         report.note(f"sync server ({framing}): {exc}")
                     return  # the client sees its connection end unexplained: lost
+                if drop and counters[S_RECEIVED] % drop == 0:
+                    return  # --drop-one-in: lose it, then close (the tool's self-test)
                 conn.send(message, timeout=WAIT * 2)
         except npipes.NpipesError as exc:
             # The client left, died, or broke the connection: its side counts. Anything
@@ -308,7 +310,7 @@ def sync_server(prefix: str, counters: Any, log_path: str, stop: Any) -> None:
             server.close(timeout=5)
 
 
-def aio_server(prefix: str, counters: Any, log_path: str, stop: Any) -> None:
+def aio_server(prefix: str, drop: int, counters: Any, log_path: str, stop: Any) -> None:
     """``npipes.aio.serve`` on every (framing, crc) name: check, then echo each message."""
     report = Report(counters, log_path)
     _count_logged_errors(report, S_UNTYPED)
@@ -325,6 +327,8 @@ def aio_server(prefix: str, counters: Any, log_path: str, stop: Any) -> None:
                     if not (isinstance(exc, Torn) and framing == "lines" and await _aends(conn)):
                         report.add(S_CORRUPT)
                         report.note(f"aio server ({framing}): {exc}")
+                    return
+                if drop and counters[S_RECEIVED] % drop == 0:
                     return
                 await conn.send(message, timeout=WAIT * 2)
         except npipes.NpipesError as exc:
@@ -688,8 +692,9 @@ class _Proc:
 class Driver:
     """Starts, kills and restarts the peers; adds up their counters."""
 
-    def __init__(self, seconds: float, seed: int, folder: str) -> None:
+    def __init__(self, seconds: float, seed: int, folder: str, drop: int = 0) -> None:
         self.seconds = seconds
+        self.drop = drop
         self.rng = random.Random(seed)
         self.seed = seed
         self.folder = folder
@@ -724,7 +729,7 @@ class Driver:
 
     def start_server(self, kind: str) -> None:
         target = sync_server if kind == "sync" else aio_server
-        self.servers[kind] = self._start(kind, target, SERVER_FIELDS, self.prefix)
+        self.servers[kind] = self._start(kind, target, SERVER_FIELDS, self.prefix, self.drop)
 
     def start_client(self, kind: str) -> None:
         target = sync_client if kind == "sync-client" else aio_client
@@ -857,13 +862,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seconds", type=float, required=True, help="how long to run the load")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    parser.add_argument(
+        "--drop-one-in",
+        type=int,
+        default=0,
+        metavar="N",
+        help="test the tool itself: the servers silently skip the echo of every Nth"
+        " message they receive and close that connection; each such message must be"
+        " reported as lost (exit status 1)",
+    )
     args = parser.parse_args(argv)
     if sys.platform == "win32":
         parser.error("tools/soak needs POSIX (it SIGKILLs its peers)")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
     folder = tempfile.mkdtemp(prefix="npipes-soak-")
     began = time.monotonic()
-    totals = Driver(args.seconds, seed, folder).run()
+    totals = Driver(args.seconds, seed, folder, args.drop_one_in).run()
     elapsed = time.monotonic() - began
     problems = totals["lost"] + totals["corrupt_at_server"] + totals["untyped"]
     if problems:
