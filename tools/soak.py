@@ -30,13 +30,13 @@ Counts (messages, client to server and echoed back):
 * **sent**: ``send`` returned (asyncio: also a ``send`` that timed out, since
   its message stays queued and goes out whole).
 * **delivered**: its echo came back whole, equal to it, in order.
-* **failed**: not delivered, and a typed npipes error (or ``TimeoutError`` of
-  a cancelled asyncio call) was raised on that connection that explains it:
-  the server it was connected to was killed since the connection started
-  (the driver bumps that server's epoch before the kill and again once it is
-  gone; see ``_Session.server_killed``), or the client itself
-  broke the connection (a timeout that closed it, ``partial``; its own close
-  or abort mid-message).
+* **failed**: not delivered, and the client knows why: a typed npipes error
+  was raised on that connection (or the ``TimeoutError`` of a cancelled
+  asyncio call) and the server it was connected to was killed since the
+  connection started (the driver bumps that server's epoch before the kill
+  and again once it is gone; see ``_Session.server_killed``), or the client
+  broke the connection itself (a timeout that closed it, ``partial``; its own
+  ``close()`` or ``abort()`` mid-message).
   Among them, **torn_lines**: ``lines`` echoes cut short by the server's death
   (docs/framings.md: at the end of the stream a last line without its newline
   is still delivered, so the framing cannot tell a torn message; the soak
