@@ -485,13 +485,17 @@ class _Npipes1Decoder(_SimpleDecoder):
         (checksum,) = _V1X_CRC.unpack_from(view, 8 + size)
         if checksum and crc32(payload) != checksum:
             return end, ChecksumError(f"CRC-32 mismatch in a {size}-byte npipes 1.x message")
-        if not checksum and self.require_crc:
+        # 0 means "no CRC-32" in 1.x, but it is also the CRC-32 of every empty payload:
+        # there it is a valid checksum (a crc=True receiver refused empty messages).
+        # A non-empty payload whose CRC-32 is 0 (odds 2**-32) still reads as unchecked.
+        has_crc = bool(checksum) or size == 0
+        if not has_crc and self.require_crc:
             return end, ChecksumError("the npipes 1.x message has no CRC-32 but crc=True")
         try:
             text = str(payload, self.encoding)
         except UnicodeDecodeError as exc:
             return end, ProtocolError(f"an npipes 1.x message is not {self.encoding}: {exc}")
-        return end, Frame(text, size, bool(checksum))
+        return end, Frame(text, size, has_crc)
 
 
 @final
