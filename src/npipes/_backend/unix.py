@@ -459,6 +459,21 @@ def _bind_private(sock: socket.socket, path: str, mode: int, backlog: int) -> No
         os.rmdir(tmpdir)
 
 
+def _own_socket_inode(path: str) -> int:
+    """The inode of the socket just bound at ``path``, which must still be ours."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is None or not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.getuid():
+        raise PipePermissionError(
+            f"the socket {path} was removed or replaced as soon as it was created: another"
+            " user can write to its directory. Listen in a directory only you can write to"
+            " (a bare name uses your private per-user directory)."
+        )
+    return st.st_ino
+
+
 @final
 class UnixListener:
     """A listening Unix domain socket with an owner lock and a wake-up pipe."""
@@ -492,7 +507,7 @@ class UnixListener:
             self._wake_r, self._wake_w = os.pipe()
             os.set_blocking(self._wake_w, False)
             self._sock = self._bind(options)
-            self._inode = os.stat(self._address).st_ino
+            self._inode = _own_socket_inode(self._address)
         except NpipesError:  # an OSError too: keep it as it is
             self._undo()
             raise
