@@ -640,33 +640,55 @@ def test_forked_child_leaves_the_parents_asyncio_objects_working(
     pipe_name: str, child: str
 ) -> None:
     """A child forked while an accept and a recv wait on the loop exits without closing
-    anything, or closes (aborts) the inherited listener and connections: the parent's
-    pending recv and accept still complete, its connections work both ways."""
+    anything, or closes (aborts) the inherited listener and connections: that closes
+    only the child's descriptors (the parent's close still ends a connection while the
+    child lives); the parent's pending recv and accept complete, its connections work."""
     import warnings
 
     async def main() -> str:
         async with await aio.listen(pipe_name) as listener:
             client = await aio.connect(pipe_name, timeout=WAIT)
             conn = await listener.accept(timeout=WAIT)
+            other_client = await aio.connect(pipe_name, timeout=WAIT)
+            other_conn = await listener.accept(timeout=WAIT)
             receiving = asyncio.create_task(conn.recv(timeout=WAIT))
             accepting = asyncio.create_task(listener.accept(timeout=WAIT))
             for _ in range(5):
                 await asyncio.sleep(0)  # both wait on the loop's selector now
+            closed_r, closed_w = os.pipe()  # the child says it closed everything
+            done_r, done_w = os.pipe()  # the parent lets it exit
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
                 pid = os.fork()
             if pid == 0:  # pragma: no cover - the child
                 code = 1
                 try:
+                    os.close(done_w)
                     if child == "closes":
-                        conn.abort()
-                        client.abort()
+                        for each in (conn, client, other_client):
+                            each.abort()
                         closing = listener.aclose()
                         with contextlib.suppress(StopIteration):
                             closing.send(None)  # it completes without waiting
+                        os.write(closed_w, b"x")
+                        os.read(done_r, 1)
                     code = 0
                 finally:
                     os._exit(code)
+            os.close(closed_w)
+            os.close(done_r)
+            try:
+                if child == "closes":
+                    assert await asyncio.to_thread(os.read, closed_r, 1) == b"x"
+                    # The child, still alive, holds no copy: the parent's close ends it.
+                    await other_client.aclose()
+                    with pytest.raises(ConnectionClosedError):
+                        await other_conn.recv(timeout=10)
+            finally:
+                os.close(done_w)
+                os.close(closed_r)
+            await other_conn.aclose()
+            await other_client.aclose()
             _, status = await asyncio.to_thread(os.waitpid, pid, 0)
             assert os.waitstatus_to_exitcode(status) == 0
             await client.send("after fork", timeout=WAIT)
