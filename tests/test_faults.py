@@ -279,6 +279,65 @@ def test_peer_killed_during_a_large_send(pipe_name: str, flavour: str, framing: 
     assert_no_leak(fds)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("framing", ["npipes", "multiprocessing"])
+def test_peer_killed_while_its_large_message_is_being_read(pipe_name: str, framing: str) -> None:
+    """The peer dies while a recv is reading its 128 MiB message: the recv returns the
+    whole message (it was all out in time) or raises ConnectionClosedError; never a
+    shorter message (on Windows the multiprocessing framing is one pipe message each)."""
+    size = 128 * 1024 * 1024
+    with (
+        npipes.listen(pipe_name, framing=framing) as listener,
+        Peer("big", pipe_name, framing, str(size)) as peer,
+        listener.accept(timeout=WAIT) as conn,
+    ):
+        peer.expect("sending")
+        assert conn.recv(timeout=WAIT) == message(0)
+        assert conn.recv(timeout=WAIT) == message(1)
+        pending = in_thread(lambda: conn.recv(timeout=WAIT))
+        time.sleep(0.3)  # picks the kill point (part of the message read); syncs nothing
+        peer.kill()
+        try:
+            got = pending()
+        except ConnectionClosedError:
+            assert conn.closed
+        else:
+            assert len(got) == size
+            assert got.count(0) == size
+
+
+@pytest.mark.parametrize("framing", ["raw", "multiprocessing"])
+def test_core_end_inside_a_pipe_message_is_incomplete(framing: str) -> None:
+    """The sans-I/O rule behind the test above, on every OS: on a message pipe, the end
+    of the stream after part of a pipe message is IncompleteMessageError, not a message."""
+    from npipes._framings import get_codec
+    from npipes._protocol import ConnectionCore
+
+    core = ConnectionCore(
+        get_codec(framing),
+        crc=False,
+        max_message_size=None,
+        message_mode=True,
+        name="t",
+        address=r"\\.\pipe\t",
+    )
+
+    def read(data: bytes, end: bool) -> None:
+        buffer = core.get_buffer()
+        buffer[: len(data)] = data
+        core.buffer_updated(len(data), message_end=end)
+
+    read(b"whole", True)
+    assert core.next_message() == b"whole"
+    read(b"part", False)
+    read(b" of it", False)
+    assert core.next_message() is None
+    core.buffer_updated(0)  # the end of the stream
+    with pytest.raises(IncompleteMessageError, match="10 bytes"):
+        core.next_message()
+    assert core.closed
+
+
 # -- 1. peers killed mid-handshake -------------------------------------------------------------
 
 HANDSHAKE_ERRORS = (ConnectionClosedError, AuthenticationError)
