@@ -129,9 +129,15 @@ def hs_client(name: str, step: str) -> None:
         else:
             conn.send(response, timeout=WAIT)
             assert reader.read() == WELCOME
+            ours = npipes_frame(b"#CHALLENGE#{sha256}" + bytes(40))
             if step == "mid-challenge":
-                ours = npipes_frame(b"#CHALLENGE#{sha256}" + bytes(40))
                 conn.send(ours[: len(ours) - 5], timeout=WAIT)
+            elif step == "authenticated-mid-frame":
+                conn.send(ours, timeout=WAIT)
+                reader.read()  # the listener's answer (not checked: we only need in)
+                conn.send(npipes_frame(WELCOME), timeout=WAIT)
+                whole = npipes_frame(message(0, 5000))
+                conn.send(whole[: len(whole) // 2], timeout=WAIT)
     say("ready")
     linger()
 

@@ -377,6 +377,54 @@ def test_client_killed_mid_handshake(pipe_name: str, flavour: str, step: str) ->
 
 
 @pytest.mark.parametrize("flavour", ["sync", "aio"])
+def test_server_serves_on_after_clients_killed_mid_frame_and_mid_handshake(
+    pipe_name: str, flavour: str
+) -> None:
+    """``serve`` with an authkey: one client killed mid-handshake, one killed mid-frame
+    after authenticating; both handlers' errors stay theirs, the next client is served."""
+    key = b"key"
+    torn: queue.Queue[str] = queue.Queue()
+
+    def echo(conn: npipes.Connection) -> None:
+        try:
+            for received in conn:
+                conn.send(received, timeout=WAIT)
+        except IncompleteMessageError as exc:
+            torn.put(type(exc).__name__)
+
+    async def aio_echo(conn: aio.Connection) -> None:
+        try:
+            async for received in conn:
+                await conn.send(received, timeout=WAIT)
+        except IncompleteMessageError as exc:
+            torn.put(type(exc).__name__)
+
+    def faults_then_a_client() -> None:
+        with Peer("hs_client", pipe_name, "mid-response") as peer:
+            peer.expect("ready")
+            peer.kill()
+        with Peer("hs_client", pipe_name, "authenticated-mid-frame") as peer:
+            peer.expect("ready")
+            peer.kill()
+        assert torn.get(timeout=WAIT) == "IncompleteMessageError"  # its handler saw it
+        for i in range(3):
+            with npipes.connect(pipe_name, authkey=key, timeout=WAIT) as client:
+                client.send(f"next {i}", timeout=WAIT)
+                assert client.recv(timeout=WAIT) == f"next {i}"
+
+    if flavour == "sync":
+        with npipes.serve(pipe_name, echo, authkey=key):
+            faults_then_a_client()
+    else:
+
+        async def main() -> None:
+            async with await aio.serve(pipe_name, aio_echo, authkey=key):
+                await asyncio.to_thread(faults_then_a_client)
+
+        asyncio.run(main())
+
+
+@pytest.mark.parametrize("flavour", ["sync", "aio"])
 @pytest.mark.parametrize("step", ["mid-challenge", "before-verdict", "mid-verdict"])
 def test_listener_killed_mid_handshake(pipe_name: str, flavour: str, step: str) -> None:
     """The connecting side's handshake ends with a typed error within seconds of the
