@@ -122,6 +122,7 @@ class ConnectionCore:
         self.reason = ""  # why the connection broke or closed, for later errors
         self.message_mode: Final = message_mode
         self._message_ends = codec.message_based  # reads end messages for this framing
+        self._unended = 0  # bytes of a pipe message whose end has not arrived yet
         # The decoder verifies any CRC that is present; "required" is checked per call.
         self._decoder = codec.decoder(
             max_message_size=max_message_size, require_crc=False, message_mode=message_mode
@@ -320,6 +321,16 @@ class ConnectionCore:
                 decoder.buffer_updated(nbytes)
                 if message_end and self._message_ends:
                     decoder.message_end()
+                    self._unended = 0
+                elif self._message_ends:
+                    self._unended += nbytes
+            elif self._unended:
+                # The peer died in the middle of a pipe message (Windows): what arrived
+                # of it is not a message, whatever the framing's decoder would say.
+                raise IncompleteMessageError(
+                    "the peer closed the connection in the middle of a message"
+                    f" ({self._unended} bytes of it were received)"
+                )
             else:
                 decoder.feed_eof()
         except NpipesError as exc:

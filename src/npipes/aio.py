@@ -21,6 +21,7 @@ then waits for the transport's buffer to drain below its high-water mark.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self, TypeVar, Unpack, cast, final
@@ -185,6 +186,7 @@ class Connection:
         self._peer = peer
         self._settings = settings
         self._authkey_side = authkey_side
+        self._pid = os.getpid()
         self.name: Final = settings.name
         self.address: Final = address or settings.address.path
         self.crc: Final = settings.crc
@@ -469,6 +471,8 @@ class Connection:
                 (checked before anything is closed).
         """
         flush = _deadline(flush_timeout)
+        if self._closed_in_forked_child():
+            return
         core = self._core
         was_open = core.state is State.OPEN
         core.close()
@@ -487,8 +491,30 @@ class Connection:
 
     def abort(self) -> None:
         """Close at once, dropping anything not yet sent (idempotent)."""
+        if self._closed_in_forked_child():
+            return
         self._core.close()
         self._transport.abort()
+
+    def _closed_in_forked_child(self) -> bool:
+        """In a forked child, close only this process's descriptor; True if it did.
+
+        The transport belongs to the parent's loop, whose epoll instance the child
+        shares: closing it here would unregister the parent's socket (its pending
+        recv would never wake). So the child's copy of the descriptor is pointed at
+        /dev/null instead (the number stays valid for the transport to close).
+        """
+        if os.getpid() == self._pid:
+            return False
+        self._core.close()
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None and sock.fileno() >= 0:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(devnull, sock.fileno())
+            finally:
+                os.close(devnull)
+        return True
 
     async def __aenter__(self) -> Self:
         return self

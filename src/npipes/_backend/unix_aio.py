@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import socket
 import sys
 from collections.abc import Callable
@@ -139,6 +140,7 @@ class AioListener:
         self._pending: collections.deque[_Pending] = collections.deque()
         self._readable: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = os.getpid()
 
     @property
     def address(self) -> str:
@@ -218,7 +220,9 @@ class AioListener:
         """Stop listening; pending accepts end with ConnectionClosedError."""
         readable, self._readable = self._readable, None
         if readable is not None and not readable.done() and self._loop is not None:
-            if not self._loop.is_closed():
+            # Not in a forked child: its loop shares the parent's epoll instance, so
+            # remove_reader would unregister the parent's pending accept.
+            if not self._loop.is_closed() and os.getpid() == self._pid:
                 self._loop.remove_reader(self._raw.listening_socket.fileno())
             readable.set_result(None)
         self._raw.close()
