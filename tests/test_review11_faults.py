@@ -8,6 +8,7 @@ until the peer sends more or the call times out.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -69,3 +70,72 @@ def test_sync_recv_raises_at_once_when_the_payload_cannot_be_allocated(pipe_name
     name, seconds = out.split()
     assert name == "MessageTooLargeError", (out, err)
     assert float(seconds) < 6, out
+
+
+_LINES_RECEIVER = textwrap.dedent(
+    """
+    import asyncio, resource, sys
+    import npipes, npipes.aio
+
+    def limit_memory():
+        with open("/proc/self/status") as status:
+            size = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
+        # Room for a 16 MiB line buffer (and its copy while it doubles), not for 32 MiB.
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        resource.setrlimit(resource.RLIMIT_AS, (size * 1024 + (40 << 20), hard))
+
+    def report(result):
+        if isinstance(result, (bytes, str)):
+            print("message", len(result), flush=True)
+        else:
+            print(type(result).__name__, flush=True)
+
+    async def aio_main(name):
+        conn = await npipes.aio.connect(name, timeout=30, framing="lines")
+        limit_memory()
+        try:
+            report(await conn.recv(timeout=30))
+        except Exception as exc:
+            report(exc)
+
+    name, api = sys.argv[1], sys.argv[2]
+    if api == "aio":
+        asyncio.run(aio_main(name))
+    else:
+        conn = npipes.connect(name, timeout=30, framing="lines")
+        limit_memory()
+        try:
+            report(conn.recv(timeout=30))
+        except BaseException as exc:
+            report(exc)
+    """
+)
+
+
+@pytest.mark.parametrize("api", ["sync", "aio"])
+def test_a_line_whose_buffer_cannot_grow_is_a_typed_error_not_a_cut_message(
+    pipe_name: str, api: str
+) -> None:
+    """A peer sends a 64 MiB line (under max_message_size) to a receiver that cannot
+    grow its line buffer past 16 MiB. recv raises MessageTooLargeError: not a bare
+    MemoryError (sync), and not the first part of the line delivered as a whole
+    message (aio: the transport's fatal error from get_buffer read as a clean end)."""
+    line = b"x" * (64 << 20)
+    with npipes.listen(pipe_name, framing="raw") as listener:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _LINES_RECEIVER, pipe_name, api],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            with listener.accept(timeout=WAIT) as conn:
+                with contextlib.suppress(npipes.ConnectionClosedError):
+                    conn.send(line, timeout=WAIT)  # the receiver gives up part-way
+                out, err = proc.communicate(timeout=WAIT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, err
+    assert out.split() == ["MessageTooLargeError"], (out, err[-2000:])
