@@ -139,3 +139,50 @@ def test_a_line_whose_buffer_cannot_grow_is_a_typed_error_not_a_cut_message(
                 proc.wait()
     assert proc.returncode == 0, err
     assert out.split() == ["MessageTooLargeError"], (out, err[-2000:])
+
+
+def test_forked_childs_closed_asyncio_connection_leaves_no_inheritable_descriptor(
+    pipe_name: str,
+) -> None:
+    """A forked child that aborts an inherited asyncio connection keeps the descriptor
+    number pointing at /dev/null (the parent's loop must not lose the socket): that
+    descriptor must stay close-on-exec like the socket it replaced, or every program
+    the child execs inherits it."""
+    import asyncio
+    import os
+    import warnings
+
+    import npipes.aio as aio
+
+    async def main() -> bytes:
+        async with await aio.listen(pipe_name) as listener:
+            client = await aio.connect(pipe_name, timeout=WAIT)
+            conn = await listener.accept(timeout=WAIT)
+            fd = client._transport.get_extra_info("socket").fileno()
+            assert not os.get_inheritable(fd)
+            answer_r, answer_w = os.pipe()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
+                pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                code = 1
+                try:
+                    client.abort()
+                    os.write(answer_w, b"inheritable" if os.get_inheritable(fd) else b"cloexec")
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(answer_w)
+            try:
+                answer = await asyncio.to_thread(os.read, answer_r, 100)
+            finally:
+                os.close(answer_r)
+            _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            await client.send("after fork", timeout=WAIT)
+            assert await conn.recv(timeout=WAIT) == "after fork"
+            await client.aclose()
+            await conn.aclose()
+            return answer
+
+    assert asyncio.run(main()) == b"cloexec"
