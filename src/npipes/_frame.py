@@ -283,13 +283,14 @@ class FrameDecoder:
         if not view and self._state == _HEADER_STATE and self._end - self._start >= HEADER_SIZE:
             # Full of bytes nobody decoded yet, beginning with a whole header: parse
             # it now, so a large payload gets its own room (found by fuzzing).
-            saved = self._target, self._target_view, self._borrowed
+            saved = self._start, self._target, self._target_view, self._borrowed
             try:
                 self._parse_header(None)
             except (ProtocolError, MessageTooLargeError):
-                # Not here: next_frame parses it again and raises, in stream order.
+                # Not here: next_frame parses it again and raises, in stream order
+                # (back at the header: a failed payload allocation had moved past it).
                 self._state, self._error = _HEADER_STATE, None
-                self._target, self._target_view, self._borrowed = saved
+                self._start, self._target, self._target_view, self._borrowed = saved
             else:
                 return self.get_buffer()
         if not view:

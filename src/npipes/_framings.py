@@ -226,7 +226,19 @@ class _SimpleDecoder:
         self._check()
         if self._start == self._end:
             self._start = self._end = 0
-        self._room(self._want())
+        want = self._want()
+        try:
+            self._room(want)
+        except MemoryError as exc:  # typed and fatal, as FrameDecoder's payload storage
+            size = self._end - self._start + want
+            raise self._fail(
+                MessageTooLargeError(
+                    f"cannot allocate room for a {self.framing} message of more than"
+                    f" {size - want} bytes; set max_message_size to refuse such messages",
+                    size=size,
+                    limit=self.max_message_size or MAX_SIZE,
+                )
+            ) from exc
         return memoryview(self._buf)[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:

@@ -511,7 +511,7 @@ class Connection:
         if sock is not None and sock.fileno() >= 0:
             devnull = os.open(os.devnull, os.O_RDWR)
             try:
-                os.dup2(devnull, sock.fileno())
+                os.dup2(devnull, sock.fileno(), inheritable=False)  # as the socket was
             finally:
                 os.close(devnull)
         return True

@@ -282,7 +282,10 @@ class Connection:
         core = self._core
         stream = self._stream
         try:
-            count = stream.recv_into(core.get_buffer(), deadline)
+            buffer = core.get_buffer()
+            if core.state is not State.OPEN:
+                return  # the decoder refused room: its error is queued, raised next
+            count = stream.recv_into(buffer, deadline)
         except BaseException as exc:
             self._io_failed(exc, core.recv_failed)
             raise
