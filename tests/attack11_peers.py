@@ -38,9 +38,78 @@ def ipc_send_while_flooded(name: str, timeout: float) -> None:
         say(f"{outcome} {_peak_kib() - base}")
 
 
+def _open_fds() -> set[int]:
+    import os
+
+    listed = {int(fd) for fd in os.listdir("/proc/self/fd")}
+    return {fd for fd in listed if _is_open(fd)}  # not the one listdir itself used
+
+
+def _is_open(fd: int) -> bool:
+    import os
+
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _with_free_fds(free: int, call: object) -> tuple[str, list[int]]:
+    """Run ``call()`` with exactly ``free`` descriptors left; (outcome, fds it leaked)."""
+    import gc
+    import resource
+
+    from npipes.errors import NpipesError
+
+    assert callable(call)
+    gc.collect()
+    before = _open_fds()
+    soft = unused = 0
+    while soft in before or unused < free:  # the lowest limit leaving ``free`` numbers
+        unused += soft not in before
+        soft += 1
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        result = call()
+    except NpipesError as exc:
+        outcome = f"typed {type(exc).__name__}"
+    except Exception as exc:  # noqa: BLE001 - what the test looks for: anything untyped
+        outcome = f"UNTYPED {type(exc).__name__}: {exc}"
+    else:
+        result.close()
+        outcome = "ok"
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    gc.collect()
+    return outcome, sorted(_open_fds() - before)
+
+
+def fifo_out_of_descriptors(name: str) -> None:
+    """Open a FIFO reader, and a writer, with 0..6 descriptors free; one JSON line each."""
+    import json
+    import warnings
+
+    import npipes.fifo
+
+    warnings.simplefilter("ignore", ResourceWarning)
+    with npipes.fifo.open_reader(name + "w") as reader:
+        for free in range(7):
+            for role, call in (
+                ("reader", lambda: npipes.fifo.open_reader(name)),
+                ("writer", lambda: npipes.fifo.open_writer(name + "w", timeout=5)),
+            ):
+                outcome, leaked = _with_free_fds(free, call)
+                say(json.dumps({"role": role, "free": free, "outcome": outcome, "leaked": leaked}))
+        assert reader is not None
+
+
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
     if mode == "ipc-send-while-flooded":
         ipc_send_while_flooded(args[0], float(args[1]))
+    elif mode == "fifo-out-of-descriptors":
+        fifo_out_of_descriptors(args[0])
     else:
         raise SystemExit(f"unknown mode {mode!r}")
