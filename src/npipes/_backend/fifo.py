@@ -87,13 +87,19 @@ class FifoStream:
     message_end = True
 
     def __init__(self, fd: int, *, readable: bool, path: str, keep_open: int = -1) -> None:
+        try:
+            self._wake_r, self._wake_w = os.pipe()
+        except OSError as exc:  # EMFILE: the descriptors handed to us are ours to close
+            for own in (fd, keep_open):
+                if own >= 0:
+                    os.close(own)
+            raise translate_os_error(exc, "open FIFO", address=path) from exc
         self._fd = fd
         self._keep_open = keep_open  # the reader's own write end: no EOF between writers
         self._readable = readable
         self._path = path
         self._closed = False
         self._pid = os.getpid()  # close() in a forked child must not wake the parent's reader
-        self._wake_r, self._wake_w = os.pipe()
 
     @property
     def peer(self) -> PeerInfo:
