@@ -105,11 +105,58 @@ def fifo_out_of_descriptors(name: str) -> None:
         assert reader is not None
 
 
+def listen_long_path_beside_a_thread(base: str) -> None:
+    """Listen (``allow_other_users``) 300 times on a path too long for the temporary
+    name next to it, while another thread creates files with mode 0666 under umask 022.
+
+    Prints how many of that thread's files did not get 0644 (``umask`` is per process).
+    """
+    import os
+    import stat
+    import threading
+
+    import npipes
+
+    os.umask(0o022)
+    parent = base
+    while len(parent) < 97 - 9:
+        parent = os.path.join(parent, "d" * 8)
+        os.mkdir(parent)
+    parent = os.path.join(parent, "e" * (97 - len(parent) - 1))
+    os.mkdir(parent)
+    path = os.path.join(parent, "s.sock")  # 104 bytes: fits sun_path, PARENT/.XXXXXXXX/s does not
+    files = os.path.join(base, "files")
+    os.mkdir(files)
+    stop = threading.Event()
+    modes: list[int] = []
+
+    def create_files() -> None:
+        while not stop.is_set():
+            name = os.path.join(files, "f")
+            fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            modes.append(stat.S_IMODE(os.fstat(fd).st_mode))
+            os.close(fd)
+            os.unlink(name)
+
+    creator = threading.Thread(target=create_files)
+    creator.start()
+    try:
+        for _ in range(300):
+            npipes.listen(path, allow_other_users=True).close()
+    finally:
+        stop.set()
+        creator.join()
+    wrong = [mode for mode in modes if mode != 0o644]
+    say(f"{len(wrong)} of {len(modes)} {sorted({oct(mode) for mode in wrong})}")
+
+
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
     if mode == "ipc-send-while-flooded":
         ipc_send_while_flooded(args[0], float(args[1]))
     elif mode == "fifo-out-of-descriptors":
         fifo_out_of_descriptors(args[0])
+    elif mode == "listen-long-path-beside-a-thread":
+        listen_long_path_beside_a_thread(args[0])
     else:
         raise SystemExit(f"unknown mode {mode!r}")
