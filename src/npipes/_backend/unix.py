@@ -436,7 +436,13 @@ def _bind_private(sock: socket.socket, path: str, mode: int, backlog: int) -> No
     parent = os.path.dirname(path) or "."
     tmpdir = tempfile.mkdtemp(prefix=".", dir=parent)
     tmp = os.path.join(tmpdir, "s")
+    dirfd = -1
     try:
+        if len(os.fsencode(tmp)) > SUN_PATH_MAX and os.path.isdir("/proc/self/fd"):
+            # Linux: a short name for the same directory, so the umask below (process-wide:
+            # it changes the mode of files other threads create meanwhile) is not needed.
+            dirfd = os.open(tmpdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            tmp = f"/proc/self/fd/{dirfd}/s"
         if len(os.fsencode(tmp)) > SUN_PATH_MAX:
             # No room for the temporary name: create in place under a tight umask.
             with _umask_lock:
@@ -456,6 +462,8 @@ def _bind_private(sock: socket.socket, path: str, mode: int, backlog: int) -> No
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if dirfd >= 0:
+            os.close(dirfd)
         os.rmdir(tmpdir)
 
 
