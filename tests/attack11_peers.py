@@ -150,6 +150,62 @@ def listen_long_path_beside_a_thread(base: str) -> None:
     say(f"{len(wrong)} of {len(modes)} {sorted({oct(mode) for mode in wrong})}")
 
 
+def endpoints_out_of_descriptors(name: str) -> None:
+    """listen, connect, IPC, serve, aio.listen, aio.connect and aio accept with 0..6
+    descriptors free; one JSON line per call."""
+    import asyncio
+    import json
+    import warnings
+
+    import npipes
+    import npipes.aio
+    from npipes.ipc import IPC
+
+    warnings.simplefilter("ignore", ResourceWarning)
+    loop = asyncio.new_event_loop()  # before the limit: the loop needs descriptors of its own
+
+    class Closing:
+        def __init__(self, close: object) -> None:
+            self.close = close
+
+    def aio_listen() -> Closing:
+        listener = loop.run_until_complete(npipes.aio.listen(name + "al"))
+        return Closing(lambda: loop.run_until_complete(listener.aclose()))
+
+    def aio_closing(conn: npipes.aio.Connection) -> Closing:
+        return Closing(lambda: loop.run_until_complete(conn.aclose()))
+
+    def aio_connect() -> Closing:
+        return aio_closing(loop.run_until_complete(npipes.aio.connect(name + "l", timeout=5)))
+
+    def aio_accept() -> Closing:
+        return aio_closing(loop.run_until_complete(aio_listener.accept(timeout=5)))
+
+    calls = {
+        "listen": lambda: npipes.listen(name + "x"),
+        "connect": lambda: npipes.connect(name + "l", timeout=5),
+        "ipc": lambda: IPC(name + "i", timeout=0.5),
+        "serve": lambda: npipes.serve(name + "s", lambda conn: None),
+        "aio.listen": aio_listen,
+        "aio.connect": aio_connect,
+        "aio.accept": aio_accept,
+    }
+    with npipes.listen(name + "l", backlog=64) as listener:
+        aio_listener = loop.run_until_complete(npipes.aio.listen(name + "aa", backlog=64))
+        clients = [npipes.connect(name + "aa") for _ in range(7)]
+        for free in range(7):
+            for entry, call in calls.items():
+                outcome, leaked = _with_free_fds(free, call)
+                if entry in ("connect", "aio.connect") and outcome == "ok":
+                    listener.accept(timeout=5).close()
+                result = {"entry": entry, "free": free, "outcome": outcome, "leaked": leaked}
+                say(json.dumps(result))
+        for client in clients:
+            client.close()
+        loop.run_until_complete(aio_listener.aclose())
+    loop.close()
+
+
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
     if mode == "ipc-send-while-flooded":
@@ -158,5 +214,7 @@ if __name__ == "__main__":
         fifo_out_of_descriptors(args[0])
     elif mode == "listen-long-path-beside-a-thread":
         listen_long_path_beside_a_thread(args[0])
+    elif mode == "endpoints-out-of-descriptors":
+        endpoints_out_of_descriptors(args[0])
     else:
         raise SystemExit(f"unknown mode {mode!r}")

@@ -32,3 +32,20 @@ def test_fifo_ends_out_of_descriptors_fail_typed_and_leak_nothing(pipe_name: str
     assert len(results) == 14
     bad = [r for r in results if r["outcome"].startswith("UNTYPED") or r["leaked"]]
     assert not bad, bad
+
+
+@pytest.mark.posix
+def test_endpoints_out_of_descriptors_fail_typed_and_leak_nothing(pipe_name: str) -> None:
+    """listen, connect, IPC, serve and the asyncio listen, connect and accept with 0..6
+    descriptors free: each works or raises an NpipesError, and leaks no descriptor."""
+    done = subprocess.run(
+        [sys.executable, PEERS, "endpoints-out-of-descriptors", pipe_name],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(results) == 7 * 7
+    bad = [r for r in results if r["outcome"].startswith("UNTYPED") or r["leaked"]]
+    assert not bad, bad
