@@ -749,19 +749,60 @@ def start_connect(address: Address) -> tuple[socket.socket, bool]:
     """
     if address.private_dir is not None:
         ensure_private_dir(address.private_dir, create=False)
-    sock = new_socket()
+    target, pinned = _unfollowed(address.path)
     try:
-        sock.setblocking(False)
-        sock.connect(address.path)
-    except OSError as exc:
-        if exc.errno == errno.EINPROGRESS:
-            return sock, False
-        sock.close()
-        raise
-    except BaseException:
-        sock.close()
-        raise
+        sock = new_socket()
+        try:
+            sock.setblocking(False)
+            sock.connect(target)
+        except OSError as exc:
+            if exc.errno == errno.EINPROGRESS:
+                return sock, False
+            sock.close()
+            raise
+        except BaseException:
+            sock.close()
+            raise
+    finally:
+        if pinned >= 0:
+            os.close(pinned)
     return sock, True
+
+
+def _unfollowed(path: str) -> tuple[str, int]:
+    """What to connect to for ``path`` without following a symlink there, and a
+    descriptor to close after connecting (-1 for none).
+
+    Another user may plant a symlink in a shared directory pointing to a listener
+    the uid check trusts (yours, root's): the client would talk to a service it
+    never named. Linux: the socket is opened O_PATH|O_NOFOLLOW and reached through
+    /proc/self/fd, so it cannot be swapped between the check and the connect.
+
+    Raises:
+        PipePermissionError: ``path`` is a symlink.
+        OSError: as ``connect`` (ENOENT: nothing there yet).
+    """
+    o_path = getattr(os, "O_PATH", 0)
+    if o_path and os.path.isdir("/proc/self/fd"):
+        fd = os.open(path, o_path | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            link = stat.S_ISLNK(os.fstat(fd).st_mode)
+        except BaseException:
+            os.close(fd)
+            raise
+        if link:
+            os.close(fd)
+        target = f"/proc/self/fd/{fd}"
+    else:  # pragma: no cover - macOS, BSD: checked, but not atomically
+        fd, target = -1, path
+        link = stat.S_ISLNK(os.lstat(path).st_mode)
+    if link:
+        raise PipePermissionError(
+            f"{path} is a symlink (perhaps planted by another user); npipes does not"
+            " connect through it. Give the socket's real path.",
+            address=path,
+        )
+    return target, fd
 
 
 def finish_connect(sock: socket.socket) -> None:
