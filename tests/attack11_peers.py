@@ -206,6 +206,43 @@ def endpoints_out_of_descriptors(name: str) -> None:
     loop.close()
 
 
+def fifos_beside_a_thread(prefix: str) -> None:
+    """Create 300 FIFO readers while another thread creates files with mode 0755 under
+    umask 022; prints how many of that thread's files did not get 0755."""
+    import os
+    import stat
+    import tempfile
+    import threading
+
+    import npipes.fifo
+
+    os.umask(0o022)
+    files = tempfile.mkdtemp(prefix="npa11f")
+    stop = threading.Event()
+    modes: list[int] = []
+
+    def create_files() -> None:
+        while not stop.is_set():
+            name = os.path.join(files, "f")
+            fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o755)
+            modes.append(stat.S_IMODE(os.fstat(fd).st_mode))
+            os.close(fd)
+            os.unlink(name)
+
+    creator = threading.Thread(target=create_files)
+    creator.start()
+    try:
+        for i in range(300):
+            npipes.fifo.open_reader(f"{prefix}{i}").close()
+            os.unlink(npipes.fifo.path(f"{prefix}{i}"))
+    finally:
+        stop.set()
+        creator.join()
+        os.rmdir(files)
+    wrong = [mode for mode in modes if mode != 0o755]
+    say(f"{len(wrong)} of {len(modes)} {sorted({oct(mode) for mode in wrong})}")
+
+
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
     if mode == "ipc-send-while-flooded":
@@ -216,5 +253,7 @@ if __name__ == "__main__":
         listen_long_path_beside_a_thread(args[0])
     elif mode == "endpoints-out-of-descriptors":
         endpoints_out_of_descriptors(args[0])
+    elif mode == "fifos-beside-a-thread":
+        fifos_beside_a_thread(args[0])
     else:
         raise SystemExit(f"unknown mode {mode!r}")

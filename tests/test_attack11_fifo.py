@@ -11,12 +11,14 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 import npipes.fifo
 from npipes.errors import NpipesError
 
+PEERS = Path(__file__).with_name("attack11_peers.py")
 BIG = 1 << 20
 SMALL = 64 * 1024
 
@@ -92,3 +94,20 @@ def test_fifo_writer_killed_mid_message_never_gets_a_spliced_message_delivered(
     whole = (b"A" * BIG, b"B" * SMALL)
     spliced = [len(m) for m in received if m not in whole]
     assert not spliced, f"spliced messages of {spliced} bytes were delivered, then {error!r}"
+
+
+@pytest.mark.posix
+def test_creating_a_fifo_never_changes_the_mode_of_other_threads_files(pipe_name: str) -> None:
+    """``open_reader`` created its FIFO under a process-wide ``umask(0o177)``: a file
+    another thread created meanwhile lost its group/other and execute bits (a 0755
+    script became 0600). Every such file must get the process's own 0755."""
+    done = subprocess.run(
+        [sys.executable, str(PEERS), "fifos-beside-a-thread", pipe_name],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    wrong, _, created, modes = done.stdout.split(maxsplit=3)
+    assert int(created) > 0
+    assert wrong == "0", f"{wrong} of {created} files another thread created had modes {modes}"
