@@ -107,5 +107,7 @@ def test_listen_in_a_directory_others_write_never_chmods_through_their_symlink(
     finally:
         (shared / "done").touch()
         attacker.wait(30)
+        if attacker.stdout is not None:
+            attacker.stdout.close()
         shutil.rmtree(shared)
     assert stat.S_IMODE(precious.stat().st_mode) == 0o644, "the victim's file was chmod-ed"

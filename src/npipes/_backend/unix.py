@@ -438,10 +438,21 @@ def _bind_private(sock: socket.socket, path: str, mode: int, backlog: int) -> No
     tmp = os.path.join(tmpdir, "s")
     dirfd = -1
     try:
-        if len(os.fsencode(tmp)) > SUN_PATH_MAX and os.path.isdir("/proc/self/fd"):
-            # Linux: a short name for the same directory, so the umask below (process-wide:
-            # it changes the mode of files other threads create meanwhile) is not needed.
+        if os.path.isdir("/proc/self/fd"):
+            # Linux: reach the new directory through a descriptor. In a directory others
+            # may write (no sticky bit) they can rename it and put theirs, with a symlink
+            # ``s``, in its place between our bind and chmod: the chmod would follow it.
+            # The name is short too, so the umask below (process-wide: it changes the
+            # mode of files other threads create meanwhile) is not needed.
             dirfd = os.open(tmpdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            st = os.fstat(dirfd)
+            if st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) != 0o700:
+                raise PipePermissionError(
+                    f"the temporary directory {tmpdir} was replaced as soon as it was created:"
+                    " another user can write to its directory. Listen in a directory only you"
+                    " can write to (a bare name uses your private per-user directory).",
+                    address=path,
+                )
             tmp = f"/proc/self/fd/{dirfd}/s"
         if len(os.fsencode(tmp)) > SUN_PATH_MAX:
             # No room for the temporary name: create in place under a tight umask.
@@ -462,9 +473,15 @@ def _bind_private(sock: socket.socket, path: str, mode: int, backlog: int) -> No
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        ours = True
         if dirfd >= 0:
+            try:  # not another user's directory put in its place
+                ours = os.path.samestat(os.lstat(tmpdir), os.fstat(dirfd))
+            except FileNotFoundError:
+                ours = False
             os.close(dirfd)
-        os.rmdir(tmpdir)
+        if ours:
+            os.rmdir(tmpdir)
 
 
 def _own_socket_inode(path: str) -> int:
