@@ -437,6 +437,7 @@ def _bind_private(sock: socket.socket, path: str, mode: int, backlog: int) -> No
     tmpdir = tempfile.mkdtemp(prefix=".", dir=parent)
     tmp = os.path.join(tmpdir, "s")
     dirfd = -1
+    ours = True  # tmpdir is still the directory mkdtemp made
     try:
         if os.path.isdir("/proc/self/fd"):
             # Linux: reach the new directory through a descriptor. In a directory others
@@ -447,6 +448,7 @@ def _bind_private(sock: socket.socket, path: str, mode: int, backlog: int) -> No
             dirfd = os.open(tmpdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
             st = os.fstat(dirfd)
             if st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) != 0o700:
+                ours = False
                 raise PipePermissionError(
                     f"the temporary directory {tmpdir} was replaced as soon as it was created:"
                     " another user can write to its directory. Listen in a directory only you"
@@ -471,14 +473,15 @@ def _bind_private(sock: socket.socket, path: str, mode: int, backlog: int) -> No
         sock.listen(backlog)
         os.rename(tmp, path)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        ours = True
+        if ours:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         if dirfd >= 0:
-            try:  # not another user's directory put in its place
-                ours = os.path.samestat(os.lstat(tmpdir), os.fstat(dirfd))
-            except FileNotFoundError:
-                ours = False
+            if ours:  # not another user's directory put in its place since
+                try:
+                    ours = os.path.samestat(os.lstat(tmpdir), os.fstat(dirfd))
+                except FileNotFoundError:
+                    ours = False
             os.close(dirfd)
         if ours:
             os.rmdir(tmpdir)
