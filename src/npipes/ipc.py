@@ -345,12 +345,14 @@ class IPC:
                 self._drop()
 
     def _arrived_cost(self, conn: Connection) -> int:
-        """Bytes of ``conn``'s messages read while waiting for acks and not yet taken."""
-        return sum(
+        """Bytes of ``conn``'s messages read and not yet taken, besides the largest one
+        (one message of any size up to the limit is always read: the ack may be next)."""
+        costs = [
             ITEM_COST + (0 if a.message is None else len(a.message))
             for a in self._arrived
             if a.conn is conn
-        )
+        ]
+        return sum(costs) - max(costs, default=0)
 
     def _wait_out(self, deadline: Deadline) -> None:
         """Wait for the deadline (or close()) without reading, then raise PipeTimeoutError.
