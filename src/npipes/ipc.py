@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Final, Self, TypeVar, final
 from ._deadline import Deadline
 from ._frame import DEFAULT_MAX_MESSAGE_SIZE
 from ._framings import get_codec
+from ._protocol import ITEM_COST, READ_AHEAD
 from .connection import Connection, Listener, connect, listen
 from .errors import (
     ChecksumError,
@@ -332,6 +333,8 @@ class IPC:
                 )
                 self._unacked += 1
                 while self._unacked:  # acks come in order: the last one is ours
+                    if self._arrived_cost(conn) >= READ_AHEAD:
+                        self._wait_out(deadline)  # the peer floods us: read no further
                     self._read(conn, deadline)
                 return
             except IncompleteMessageError:
@@ -340,6 +343,34 @@ class IPC:
                 # The peer left without acknowledging: it never returned the message
                 # from receive_message (an ack precedes that). Give it to the next peer.
                 self._drop()
+
+    def _arrived_cost(self, conn: Connection) -> int:
+        """Bytes of ``conn``'s messages read and not yet taken, besides the largest one
+        (one message of any size up to the limit is always read: the ack may be next)."""
+        costs = [
+            ITEM_COST + (0 if a.message is None else len(a.message))
+            for a in self._arrived
+            if a.conn is conn
+        ]
+        return sum(costs) - max(costs, default=0)
+
+    def _wait_out(self, deadline: Deadline) -> None:
+        """Wait for the deadline (or close()) without reading, then raise PipeTimeoutError.
+
+        An honest peer has one unacknowledged message at a time (a few more after
+        its own sends timed out): one that keeps sending past the read-ahead budget
+        while this side waits for its ack must not fill this process's memory. The
+        ack may be behind its messages: this send is then not confirmed (it timed out).
+        """
+        while not deadline.expired():
+            self._check_open()
+            left = deadline.remaining()
+            time.sleep(0.05 if left is None else min(0.05, left))
+        raise PipeTimeoutError(
+            f"the peer sent more than {READ_AHEAD} bytes of messages while this side waited"
+            " for its acknowledgement; they are kept for receive_message, the rest is not read",
+            timeout=deadline.timeout,
+        )
 
     def _send_unacknowledged(self, message: Payload, crc: bool, deadline: Deadline) -> None:
         conn = self._connection(deadline)

@@ -1,7 +1,7 @@
 """POSIX FIFOs (``mkfifo``): one-way byte streams for shell interop.
 
-The only ``os.mkfifo`` user in npipes. A FIFO is created 0600 (under a
-temporary umask, so it never exists with wider access) in the same private
+The only ``os.mkfifo`` user in npipes. A FIFO is created 0600 (less the
+umask: it never exists with wider access) in the same private
 0700 directory as the sockets. The reader also holds a write end open, so it
 sees no end-of-file between two writers (``echo a > p; echo b > p``); it ends
 when closed. Writes of at most PIPE_BUF bytes are atomic: frames that small
@@ -21,7 +21,6 @@ import os
 import select
 import stat
 import sys
-import threading
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, final
@@ -48,7 +47,6 @@ from .unix import _poll, ensure_private_dir, wait_ms, write_all  # noqa: E402
 __all__ = ["PIPE_BUF", "FifoStream", "make_fifo", "open_fifo"]
 
 PIPE_BUF: Final = select.PIPE_BUF
-_umask_lock = threading.Lock()
 
 
 def make_fifo(address: Address) -> str:
@@ -60,16 +58,14 @@ def make_fifo(address: Address) -> str:
     if address.private_dir is not None:
         ensure_private_dir(address.private_dir, create=True)
     path = address.path
-    with _umask_lock:
-        old = os.umask(0o177)
-        try:
-            os.mkfifo(path, 0o600)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise translate_os_error(exc, "mkfifo", address=path) from exc
-        finally:
-            os.umask(old)
+    try:
+        # 0600 less the umask is never wider than 0600: no process-wide umask change
+        # (it would change the mode of files other threads create meanwhile).
+        os.mkfifo(path, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise translate_os_error(exc, "mkfifo", address=path) from exc
     st = os.lstat(path)
     if not stat.S_ISFIFO(st.st_mode) or st.st_uid != os.getuid():
         raise PipePermissionError(
@@ -87,13 +83,19 @@ class FifoStream:
     message_end = True
 
     def __init__(self, fd: int, *, readable: bool, path: str, keep_open: int = -1) -> None:
+        try:
+            self._wake_r, self._wake_w = os.pipe()
+        except OSError as exc:  # EMFILE: the descriptors handed to us are ours to close
+            for own in (fd, keep_open):
+                if own >= 0:
+                    os.close(own)
+            raise translate_os_error(exc, "open FIFO", address=path) from exc
         self._fd = fd
         self._keep_open = keep_open  # the reader's own write end: no EOF between writers
         self._readable = readable
         self._path = path
         self._closed = False
         self._pid = os.getpid()  # close() in a forked child must not wake the parent's reader
-        self._wake_r, self._wake_w = os.pipe()
 
     @property
     def peer(self) -> PeerInfo:

@@ -436,7 +436,26 @@ def _bind_private(sock: socket.socket, path: str, mode: int, backlog: int) -> No
     parent = os.path.dirname(path) or "."
     tmpdir = tempfile.mkdtemp(prefix=".", dir=parent)
     tmp = os.path.join(tmpdir, "s")
+    dirfd = -1
+    ours = True  # tmpdir is still the directory mkdtemp made
     try:
+        if os.path.isdir("/proc/self/fd"):
+            # Linux: reach the new directory through a descriptor. In a directory others
+            # may write (no sticky bit) they can rename it and put theirs, with a symlink
+            # ``s``, in its place between our bind and chmod: the chmod would follow it.
+            # The name is short too, so the umask below (process-wide: it changes the
+            # mode of files other threads create meanwhile) is not needed.
+            dirfd = os.open(tmpdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            st = os.fstat(dirfd)
+            if st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) != 0o700:
+                ours = False
+                raise PipePermissionError(
+                    f"the temporary directory {tmpdir} was replaced as soon as it was created:"
+                    " another user can write to its directory. Listen in a directory only you"
+                    " can write to (a bare name uses your private per-user directory).",
+                    address=path,
+                )
+            tmp = f"/proc/self/fd/{dirfd}/s"
         if len(os.fsencode(tmp)) > SUN_PATH_MAX:
             # No room for the temporary name: create in place under a tight umask.
             with _umask_lock:
@@ -454,9 +473,18 @@ def _bind_private(sock: socket.socket, path: str, mode: int, backlog: int) -> No
         sock.listen(backlog)
         os.rename(tmp, path)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        os.rmdir(tmpdir)
+        if ours:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if dirfd >= 0:
+            if ours:  # not another user's directory put in its place since
+                try:
+                    ours = os.path.samestat(os.lstat(tmpdir), os.fstat(dirfd))
+                except FileNotFoundError:
+                    ours = False
+            os.close(dirfd)
+        if ours:
+            os.rmdir(tmpdir)
 
 
 def _own_socket_inode(path: str) -> int:
@@ -741,19 +769,60 @@ def start_connect(address: Address) -> tuple[socket.socket, bool]:
     """
     if address.private_dir is not None:
         ensure_private_dir(address.private_dir, create=False)
-    sock = new_socket()
+    target, pinned = _unfollowed(address.path)
     try:
-        sock.setblocking(False)
-        sock.connect(address.path)
-    except OSError as exc:
-        if exc.errno == errno.EINPROGRESS:
-            return sock, False
-        sock.close()
-        raise
-    except BaseException:
-        sock.close()
-        raise
+        sock = new_socket()
+        try:
+            sock.setblocking(False)
+            sock.connect(target)
+        except OSError as exc:
+            if exc.errno == errno.EINPROGRESS:
+                return sock, False
+            sock.close()
+            raise
+        except BaseException:
+            sock.close()
+            raise
+    finally:
+        if pinned >= 0:
+            os.close(pinned)
     return sock, True
+
+
+def _unfollowed(path: str) -> tuple[str, int]:
+    """What to connect to for ``path`` without following a symlink there, and a
+    descriptor to close after connecting (-1 for none).
+
+    Another user may plant a symlink in a shared directory pointing to a listener
+    the uid check trusts (yours, root's): the client would talk to a service it
+    never named. Linux: the socket is opened O_PATH|O_NOFOLLOW and reached through
+    /proc/self/fd, so it cannot be swapped between the check and the connect.
+
+    Raises:
+        PipePermissionError: ``path`` is a symlink.
+        OSError: as ``connect`` (ENOENT: nothing there yet).
+    """
+    o_path = getattr(os, "O_PATH", 0)
+    if o_path and os.path.isdir("/proc/self/fd"):
+        fd = os.open(path, o_path | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            link = stat.S_ISLNK(os.fstat(fd).st_mode)
+        except BaseException:
+            os.close(fd)
+            raise
+        if link:
+            os.close(fd)
+        target = f"/proc/self/fd/{fd}"
+    else:  # pragma: no cover - macOS, BSD: checked, but not atomically
+        fd, target = -1, path
+        link = stat.S_ISLNK(os.lstat(path).st_mode)
+    if link:
+        raise PipePermissionError(
+            f"{path} is a symlink (perhaps planted by another user); npipes does not"
+            " connect through it. Give the socket's real path.",
+            address=path,
+        )
+    return target, fd
 
 
 def finish_connect(sock: socket.socket) -> None:
