@@ -154,3 +154,11 @@ def test_iteration_raises_when_the_peer_dies_mid_message(pipe_name: str) -> None
         with pytest.raises(npipes.IncompleteMessageError):
             list(server)
         server.close()
+
+
+def test_accept_on_a_closed_listener_says_it_is_closed(pipe_name: str) -> None:
+    listener = npipes.listen(pipe_name)
+    listener.close()
+    listener.close()  # idempotent
+    with pytest.raises(npipes.ConnectionClosedError):
+        listener.accept(timeout=10)
