@@ -1,6 +1,6 @@
 """Nox sessions: the whole test suite on every supported CPython, and on Windows CPython under Wine.
 
-``nox -s tests-3.12`` (or ``tests-3.11``, ``tests-3.13``) installs the project with ``.[dev]`` into
+``nox -s tests-3.12`` (or ``tests-3.11``, ``tests-3.13``) installs ``-e .[dev]`` into
 a venv of its own and runs the full suite under coverage.py; ``nox -s wine`` runs
 ``tools/wine-pytest`` with coverage in the Windows python. Each run leaves coverage data files
 (``.coverage.*``) in the checkout root; ``tools/coverage-check`` combines them and checks every
@@ -62,10 +62,10 @@ _add_pyenv_versions_to_path()
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """The whole test suite on this CPython, against the installed package, under coverage."""
-    session.install(".[dev]")
-    # A reused venv: put this checkout's code in, even if the version number did not change.
-    session.install("--no-deps", "--force-reinstall", ".")
-    # The installed package is under test, never a source tree on PYTHONPATH.
+    # Editable, as the README installs it: tests/test_bench.py runs the checkout's harness,
+    # which `npipes bench` finds next to the package only in a source tree.
+    session.install("-e", ".[dev]")
+    # The venv's install is under test, not whatever PYTHONPATH points at.
     session.env.pop("PYTHONPATH", None)
     os.environ.pop("PYTHONPATH", None)
     args = session.posargs or ["-q"]

@@ -72,7 +72,7 @@ def test_server_survives_a_failing_accept_and_recovers(
     assert not os.path.exists(server.address)
 
 
-def test_ctrl_c_in_serve_forever_closes_the_server(pipe_name: str, tmp_path: object) -> None:
+def test_ctrl_c_in_serve_forever_closes_the_server(pipe_name: str) -> None:
     child = textwrap.dedent(
         f"""
         import os, sys, threading, time
@@ -103,9 +103,16 @@ def test_ctrl_c_in_serve_forever_closes_the_server(pipe_name: str, tmp_path: obj
             raise
         """
     )
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    ) as proc:
+        out, err = _interrupt_when_serving(proc, pipe_name)
+    assert out.split() == ["interrupted", "True", "False"], (out, err)
+    assert proc.returncode != 0
+    assert "KeyboardInterrupt" in err
+
+
+def _interrupt_when_serving(proc: subprocess.Popen[str], pipe_name: str) -> tuple[str, str]:
     try:
         assert proc.stdout is not None
         ready = proc.stdout.readline().split()
@@ -114,11 +121,8 @@ def test_ctrl_c_in_serve_forever_closes_the_server(pipe_name: str, tmp_path: obj
             conn.send("ping", timeout=WAIT)
             assert conn.recv(timeout=WAIT) == "ping"
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=WAIT)
+        return proc.communicate(timeout=WAIT)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert out.split() == ["interrupted", "True", "False"], (out, err)
-    assert proc.returncode != 0
-    assert "KeyboardInterrupt" in err
