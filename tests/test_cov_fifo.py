@@ -58,3 +58,38 @@ def test_writer_whose_reader_left_gets_connection_closed(pipe_name: str) -> None
     finally:
         writer.close()
         reader.close()
+
+
+def test_a_reader_out_of_descriptors_gets_a_typed_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    child = textwrap.dedent(
+        f"""
+        import os, resource
+        import npipes, npipes.fifo, npipes._backend.fifo  # imports need descriptors too
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        filler = []
+        try:
+            while True:
+                filler.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        try:
+            npipes.fifo.open_reader({str(tmp_path / "r.fifo")!r})
+            result = "opened"
+        except OSError as exc:
+            result = f"{{type(exc).__name__}} {{isinstance(exc, npipes.NpipesError)}}"
+        for fd in filler:  # descriptors back, for anything that runs at exit
+            os.close(fd)
+        print(result)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    _name, typed = done.stdout.split()
+    assert typed == "True", done.stdout
