@@ -44,7 +44,7 @@ def _fallback(size: int) -> tuple[bytes | bytearray, memoryview]:
 
 
 def _make_inplace() -> object:
-    if sys.implementation.name != "cpython":
+    if sys.implementation.name != "cpython":  # pragma: no cover - PyPy and others; CI runs CPython
         return None
     try:
         import ctypes
@@ -66,9 +66,9 @@ def _make_inplace() -> object:
         view[:4] = b"npip"
         view[-2:] = b"es"
         if probe[:4] != b"npip" or probe[-2:] != b"es" or len(probe) != _MIN_INPLACE:
-            return None
+            return None  # pragma: no cover - a CPython whose bytes layout differs (none known)
         return inplace
-    except Exception:  # noqa: BLE001 - any failure means: use the portable path
+    except Exception:  # noqa: BLE001  # pragma: no cover - CPython without ctypes (some embedded builds)
         return None
 
 

@@ -776,7 +776,9 @@ def start_connect(address: Address) -> tuple[socket.socket, bool]:
             sock.setblocking(False)
             sock.connect(target)
         except OSError as exc:
-            if exc.errno == errno.EINPROGRESS:
+            if (
+                exc.errno == errno.EINPROGRESS
+            ):  # pragma: no cover - BSD/macOS; never on Linux AF_UNIX
                 return sock, False
             sock.close()
             raise
@@ -825,7 +827,7 @@ def _unfollowed(path: str) -> tuple[str, int]:
     return target, fd
 
 
-def finish_connect(sock: socket.socket) -> None:
+def finish_connect(sock: socket.socket) -> None:  # pragma: no cover - after EINPROGRESS (BSD)
     """Raise the error of a connect that was in progress (the socket is closed then)."""
     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     if err:
@@ -858,14 +860,14 @@ def connect(
     while True:
         try:
             sock, done = start_connect(address)
-            if not done:
+            if not done:  # pragma: no cover - EINPROGRESS: BSD/macOS, never on Linux AF_UNIX
                 try:
                     _poll(sock, _READY_OUT, deadline, "connect")
                     finish_connect(sock)
                 except BaseException:
                     sock.close()
                     raise
-        except PipeTimeoutError as exc:
+        except PipeTimeoutError as exc:  # pragma: no cover - only from the EINPROGRESS wait
             raise PipeTimeoutError(
                 f"connect to {path} timed out after {deadline.timeout} s",
                 timeout=deadline.timeout,

@@ -81,7 +81,7 @@ async def open_connection(
         except OSError as exc:
             connect_failed(exc, address, deadline, wait_for_listener=wait_for_listener)
         else:
-            if not done:
+            if not done:  # pragma: no cover - EINPROGRESS: BSD/macOS, never on Linux AF_UNIX
                 await _finish_connect(loop, sock, deadline, path)
             break
         left = deadline.remaining()
@@ -96,7 +96,7 @@ async def open_connection(
     return transport, protocol, peer
 
 
-async def _finish_connect(
+async def _finish_connect(  # pragma: no cover - after EINPROGRESS (BSD/macOS only)
     loop: asyncio.AbstractEventLoop, sock: socket.socket, deadline: Deadline, path: str
 ) -> None:
     """Wait for a connect in progress (EINPROGRESS, not seen on Linux) and raise its error."""
