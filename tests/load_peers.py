@@ -115,7 +115,15 @@ def snapshot() -> dict[str, int | None]:
     gc.collect()
     _trim()
     traced = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None
-    return {"fds": open_fds(), "threads": threads(), "rss": rss(), "traced": traced}
+    coverage = sys.modules.get("coverage")
+    measured = int(coverage is not None and coverage.Coverage.current() is not None)
+    return {
+        "fds": open_fds(),
+        "threads": threads(),
+        "rss": rss(),
+        "traced": traced,
+        "coverage": measured,
+    }
 
 
 def quiet(python_threads: int) -> dict[str, int | None]:

@@ -65,17 +65,21 @@ def _expect(control: Any, kind: str, timeout: float = WAIT) -> tuple[Any, ...]:
 
 
 def _assert_back_to_baseline(
-    baseline: dict[str, int | None], after: dict[str, int | None], rss_slack: int | None
+    baseline: dict[str, int | None],
+    after: dict[str, int | None],
+    rss_slack: int | None,
+    traced: bool = True,
 ) -> None:
     """Descriptors and threads exactly back, ``tracemalloc`` and RSS within their slack
-    (``rss_slack`` None: RSS not compared, see the module docstring)."""
+    (``rss_slack`` None: RSS not compared, see the module docstring; ``traced`` False:
+    ``tracemalloc`` not compared)."""
     assert after["fds"] == baseline["fds"], (baseline, after)
     assert after["threads"] == baseline["threads"], (baseline, after)
     assert after["rss"] is not None
     assert baseline["rss"] is not None
     if rss_slack is not None:
         assert after["rss"] - baseline["rss"] < rss_slack, (baseline, after)
-    if baseline["traced"] is not None:
+    if traced and baseline["traced"] is not None:
         assert after["traced"] is not None
         assert after["traced"] - baseline["traced"] < TRACED_SLACK, (baseline, after)
 
@@ -102,10 +106,15 @@ def _clients_load(server_target: Any, clients_target: Any, name: str) -> None:
     assert errors == second_errors == []
     # every client was connected and served at the same time
     assert peak == second_peak == CLIENTS
-    _assert_back_to_baseline(baseline, first, None if IS_WINDOWS else RSS_SLACK)
-    _assert_back_to_baseline(baseline, second, None)
+    # When coverage.py measures the server (CI), its own allocations show in tracemalloc:
+    # data for each line and branch run for the first time, and a tracer kept for every
+    # thread that ever ran (256 per load). Then tracemalloc is not compared; descriptors,
+    # threads and RSS still are.
+    traced = not baseline["coverage"]
+    _assert_back_to_baseline(baseline, first, None if IS_WINDOWS else RSS_SLACK, traced)
+    _assert_back_to_baseline(baseline, second, None, traced)
     # Memory kept by the first load is reused by the second: a leak would grow again.
-    _assert_back_to_baseline(first, second, RSS_SLACK)
+    _assert_back_to_baseline(first, second, RSS_SLACK, traced)
 
 
 def test_256_clients_threads(pipe_name: str) -> None:
