@@ -159,3 +159,72 @@ def test_aio_listen_on_a_foreign_pipe_at_its_instance_limit_keeps_no_claim(
     finally:
         foreign.Close()
     _name_is_free(pipe_name)
+
+
+async def _accept_cancelled_as_the_client_connects(
+    listener: windows_aio.AioListener, name: str
+) -> backend.PipeStream:
+    """Cancel an accept in the loop turn where the OS connected its client; the client.
+
+    The test watches the accept's pending ConnectNamedPipe future (``_accepting``) and
+    cancels the task right after that future completes, before the task resumes.
+    """
+    task = asyncio.ensure_future(listener.accept(asyncio.Protocol))
+    loop = asyncio.get_running_loop()
+    for _ in range(10_000):  # it takes the lock and starts ConnectNamedPipe
+        if listener._accepting is not None:
+            break
+        await asyncio.sleep(0)
+    accepting = listener._accepting
+    assert accepting is not None
+    client = asyncio.ensure_future(
+        asyncio.to_thread(backend.connect, _address(name), Deadline(WAIT), wait_for_listener=False)
+    )
+    give_up = loop.time() + WAIT
+    while loop.time() < give_up:  # spin in loop turns: resume before the accept does
+        if accepting.done():
+            break
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return await asyncio.wait_for(client, WAIT)
+
+
+def test_a_client_connected_as_its_accept_is_cancelled_goes_to_the_next(pipe_name: str) -> None:
+    async def main() -> None:
+        listener = windows_aio.AioListener(_address(pipe_name), ListenOptions())
+        try:
+            client = await _accept_cancelled_as_the_client_connects(listener, pipe_name)
+            await asyncio.to_thread(client.send, [b"hi"], Deadline(WAIT))
+            got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+            class Reader(asyncio.Protocol):
+                def data_received(self, data: bytes) -> None:
+                    if not got.done():
+                        got.set_result(data)
+
+            transport, _, _ = await asyncio.wait_for(listener.accept(Reader), WAIT)
+            assert await asyncio.wait_for(got, WAIT) == b"hi"
+            transport.close()
+            client.close()
+        finally:
+            listener.close()
+        _name_is_free(pipe_name)
+
+    asyncio.run(main())
+
+
+def test_a_client_connected_as_its_accept_is_cancelled_ends_when_the_listener_closes(
+    pipe_name: str,
+) -> None:
+    async def main() -> None:
+        listener = windows_aio.AioListener(_address(pipe_name), ListenOptions())
+        client = await _accept_cancelled_as_the_client_connects(listener, pipe_name)
+        listener.close()
+        got = await asyncio.to_thread(client.recv_into, memoryview(bytearray(8)), Deadline(WAIT))
+        assert got == 0  # closed with the listener, not left hanging
+        client.close()
+        _name_is_free(pipe_name)
+
+    asyncio.run(main())

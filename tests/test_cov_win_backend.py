@@ -149,3 +149,28 @@ def test_connect_to_a_path_that_is_no_pipe_is_a_typed_error() -> None:
     address = Address("x", "\\\\.\\nosuchdevice\\x", None)
     with pytest.raises(npipes.NpipesError):
         backend.connect(address, Deadline(WAIT), wait_for_listener=False)
+
+
+def test_a_client_that_wrote_and_left_before_accept_is_still_read(pipe_name: str) -> None:
+    listener = backend.listen(_address(pipe_name), ListenOptions())
+    try:
+        raw = win32file.CreateFile(
+            _address(pipe_name).path,
+            win32file.GENERIC_READ | win32file.GENERIC_WRITE,
+            0,
+            None,
+            win32file.OPEN_EXISTING,
+            0,
+            None,
+        )
+        win32file.WriteFile(raw, b"bye")
+        raw.Close()
+        server = listener.accept(Deadline(WAIT))
+        buffer = bytearray(16)
+        got = server.recv_into(memoryview(buffer), Deadline(WAIT))
+        assert bytes(buffer[:got]) == b"bye"
+        assert server.recv_into(memoryview(buffer), Deadline(WAIT)) == 0
+        server.close()
+    finally:
+        listener.close()
+    _name_is_free(pipe_name)
