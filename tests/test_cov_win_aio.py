@@ -228,3 +228,24 @@ def test_a_client_connected_as_its_accept_is_cancelled_ends_when_the_listener_cl
         _name_is_free(pipe_name)
 
     asyncio.run(main())
+
+
+def test_a_listener_closed_as_an_accept_takes_its_client_closes_that_client(
+    pipe_name: str,
+) -> None:
+    async def main() -> None:
+        listener = windows_aio.AioListener(_address(pipe_name), ListenOptions())
+        client = await asyncio.to_thread(
+            backend.connect, _address(pipe_name), Deadline(WAIT), wait_for_listener=False
+        )
+        task = asyncio.ensure_future(listener.accept(asyncio.Protocol))
+        await asyncio.sleep(0)  # it takes the client; its transport is not made yet
+        listener.close()
+        with pytest.raises(npipes.ConnectionClosedError):
+            await asyncio.wait_for(task, WAIT)
+        got = await asyncio.to_thread(client.recv_into, memoryview(bytearray(8)), Deadline(WAIT))
+        assert got == 0  # the client's instance was closed, not leaked
+        client.close()
+        _name_is_free(pipe_name)
+
+    asyncio.run(main())
