@@ -154,7 +154,10 @@ def _overlapped_offset() -> int:
     raw = ctypes.string_at(id(probe), 96)
     at = raw.find(b"\x34\x12\x5a\x5a\x3c\x2d\x1e\x0f")
     if at < 16 or int.from_bytes(raw[at + 8 : at + 16], "little") != int(event):
-        raise RuntimeError("npipes cannot find the OVERLAPPED inside pywintypes.OVERLAPPED")
+        # Only a pywin32 build whose OVERLAPPED layout changed gets here.
+        raise RuntimeError(  # pragma: no cover
+            "npipes cannot find the OVERLAPPED inside pywintypes.OVERLAPPED"
+        )
     return at - 16  # Internal and InternalHigh come first
 
 
@@ -540,7 +543,8 @@ def create_instance(path: str, options: ListenOptions, sa: Any, *, first: bool) 
         )
     except pywintypes.error as exc:
         if first and exc.winerror == _ERROR_ACCESS_DENIED:
-            raise PipeInUseError(
+            # Real Windows only: Wine ignores FILE_FLAG_FIRST_PIPE_INSTANCE (docs/windows.md).
+            raise PipeInUseError(  # pragma: no cover
                 f"another process already serves {path}"
                 " (FILE_FLAG_FIRST_PIPE_INSTANCE refused); pick another name or stop it",
                 address=path,

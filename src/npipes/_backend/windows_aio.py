@@ -118,6 +118,12 @@ def _connected(pipe: windows_utils.PipeHandle) -> bool:
     return True
 
 
+def _close_if_cancelled(pipe: windows_utils.PipeHandle, made: asyncio.Future[Any]) -> None:
+    """Close ``pipe`` if its transport task was cancelled (maybe before it ran: then only here)."""
+    if made.cancelled():
+        pipe.close()
+
+
 @final
 class AioListener:
     """A named pipe server on the proactor loop, one instance always waiting.
@@ -183,6 +189,7 @@ class AioListener:
                 peer = _peer_of_server_side(pipe.handle)
                 self._ready = None
                 self._made = asyncio.ensure_future(self._make(loop, pipe, protocol_factory, peer))
+                self._made.add_done_callback(lambda made: _close_if_cancelled(pipe, made))
             made = self._made
             try:
                 # Shielded: the transport owns the client's pipe and may have read
