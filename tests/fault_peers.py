@@ -112,7 +112,7 @@ def big(name: str, framing: str, size: str) -> None:
     conn.send(message(0), timeout=WAIT)
     conn.send(message(1), timeout=WAIT)
     say("sending")
-    conn.send(bytes(int(size)), timeout=WAIT)  # blocks: the test reads nothing yet
+    conn.send(bytes(int(size)), timeout=WAIT)  # blocks unless the test reads ahead (aio)
     say("sent")
     linger()
 
