@@ -417,6 +417,7 @@ def _core_harness(data: bytes) -> None:
     waiting = False  # the handshake waits for a message
     handshake_started = False  # a driver runs it once, first (authenticating=True)
     steps = 0
+    drained = [False]  # see _check_core
 
     def crc_arg() -> bool | None:
         pick = inp.byte() % 3
@@ -458,7 +459,7 @@ def _core_harness(data: bytes) -> None:
             data = data[count:]
             core.buffer_updated(count)
             core.decode_available()
-            _check_core(core, decoder, limit, wire.fed)
+            _check_core(core, decoder, limit, wire.fed, drained)
 
     while inp.more():
         op = inp.byte() % 18
@@ -535,6 +536,7 @@ def _core_harness(data: bytes) -> None:
                 view[: len(chunk)] = chunk
                 exc.npipes_received = len(chunk)  # type: ignore[attr-defined]
             _call(lambda e=exc: core.recv_failed(e))  # type: ignore[misc]
+            drained[0] = True
         elif op == 13:  # sending; a newline is a caller's mistake with lines (ValueError)
             try:
                 _call(lambda: core.encode(inp.take(inp.byte()), crc_arg()))
@@ -566,14 +568,14 @@ def _core_harness(data: bytes) -> None:
         else:
             continue
         steps += 1
-        _check_core(core, decoder, limit, wire.fed)
+        _check_core(core, decoder, limit, wire.fed, drained)
     # The peer sends the rest and closes; the driver reads and receives to the end.
     while wire.pending and not wire.eof and core.state is State.OPEN:
         before = len(wire.pending)
         read(len(wire.pending), True)
         if len(wire.pending) == before:
             break  # the decoder takes no more (broken): the rest is never read
-        _check_core(core, decoder, limit, wire.fed)
+        _check_core(core, decoder, limit, wire.fed, drained)
         if not core.wants_data():
             _call(lambda: core.next_frame())
     wire.eof = True
@@ -602,10 +604,21 @@ def _step(handshake: Generator[bytes | None, Any, None], message: Any) -> bool:
     return True
 
 
-def _check_core(core: ConnectionCore, decoder: Any, limit: int, fed: int) -> None:
+def _check_core(
+    core: ConnectionCore, decoder: Any, limit: int, fed: int, drained: list[bool] | None = None
+) -> None:
+    """``drained[0]``: a receive failed since the queue was last within its budget. A
+    failed receive keeps every whole frame already read, past the budget: then what is
+    queued is bounded by the bytes that arrived, until the caller takes it."""
     _check_memory(decoder, max(limit, decoder.max_message_size or 0), fed)
     cap = READ_AHEAD + limit + _SLACK + 3 * ITEM_COST
-    if core._ready_bytes > cap:
+    if drained is not None and core._ready_bytes <= cap:
+        drained[0] = False
+    if drained is not None and drained[0]:
+        payload = core._ready_bytes - ITEM_COST * len(core._ready)
+        if payload > fed:
+            raise Finding(f"ConnectionCore queued {payload} payload bytes of {fed} received")
+    elif core._ready_bytes > cap:
         raise Finding(f"ConnectionCore read ahead {core._ready_bytes} bytes; the cap is {cap}")
     if core._handshaking:  # (recv_failed may decode more than one ahead: bytes already in)
         for item in core._ready:
