@@ -1,10 +1,12 @@
 """Nox sessions: the whole test suite on every supported CPython, and on Windows CPython under Wine.
 
 ``nox -s tests-3.12`` (or ``tests-3.11``, ``tests-3.13``) installs ``-e .[dev]`` into
-a venv of its own and runs the full suite under coverage.py; ``nox -s wine`` runs
-``tools/wine-pytest`` with coverage in the Windows python. Each run leaves coverage data files
-(``.coverage.*``) in the checkout root; ``tools/coverage-check`` combines them and checks every
-module. Every version runs the whole suite because one defect showed only on 3.12+.
+a venv of its own and runs the full suite under coverage.py (3.12 on the pure-Python path,
+the others with the C accelerator); ``nox -s wine`` builds the accelerator for Windows with
+mingw-w64 and runs ``tools/wine-pytest`` with coverage in the Windows python. Each run leaves
+coverage data files (``.coverage.*``) in the checkout root; ``tools/coverage-check`` combines
+them and checks every module. Every version runs the whole suite because one defect showed
+only on 3.12+.
 
 The interpreters come from PATH, or from pyenv (``pyenv root``/versions/3.1x.*), whose bin
 folders are put on PATH here so that nox finds ``python3.12`` without ``pyenv global``.
@@ -59,22 +61,72 @@ def _add_pyenv_versions_to_path() -> None:
 _add_pyenv_versions_to_path()
 
 
+PURE_PYTHONS = {"3.12"}
+"""Versions whose session runs the suite on the pure-Python path (``NPIPES_PURE_PYTHON=1``);
+the others run with the C accelerator that the editable install builds. .ci/run runs 3.11
+(its README step) and 3.13 accelerated, 3.12 pure: the whole suite both ways on Linux."""
+
+
+def _check_accel(session: nox.Session, pure: bool) -> None:
+    """Print the mode this session's suite runs in; fail if it is not the one wanted.
+
+    Without a C compiler the install is pure Python (correct, not a failure); with one, an
+    accelerated session that runs pure means the optional build failed: that must not pass.
+    """
+    got = session.run(
+        "python",
+        "-c",
+        "import npipes._accel as a; print('accelerated' if a.ACCELERATED else 'pure')",
+        silent=True,
+    )
+    if got is None:  # nox --install-only: nothing runs
+        return
+    got = got.strip()
+    want = "pure" if pure else "accelerated"
+    session.log(f"npipes runs {got} (wanted: {want})")
+    if got != want:
+        if want == "accelerated" and shutil.which(os.environ.get("CC", "cc")) is None:
+            session.log("no C compiler here: the pure-Python fallback is expected")
+            return
+        session.error(f"npipes should run {want} here, and runs {got}")
+
+
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """The whole test suite on this CPython, against the installed package, under coverage."""
     # Editable, as the README installs it: tests/test_bench.py runs the checkout's harness,
-    # which `npipes bench` finds next to the package only in a source tree.
+    # which `npipes bench` finds next to the package only in a source tree. It builds the
+    # C accelerator next to the sources (one file per CPython version) when it can.
     session.install("-e", ".[dev]")
     # The venv's install is under test, not whatever PYTHONPATH points at.
     session.env.pop("PYTHONPATH", None)
     os.environ.pop("PYTHONPATH", None)
+    pure = session.python in PURE_PYTHONS
+    os.environ.pop("NPIPES_PURE_PYTHON", None)
+    session.env["NPIPES_PURE_PYTHON"] = "1" if pure else ""
+    _check_accel(session, pure)
     args = session.posargs or ["-q"]
     session.run("python", "-m", "coverage", "run", "-m", "pytest", "-p", "no:cacheprovider", *args)
 
 
 @nox.session(python=False)
 def wine(session: nox.Session) -> None:
-    """The whole test suite on Windows CPython 3.13 under Wine, under coverage."""
+    """The whole test suite on Windows CPython 3.13 under Wine, under coverage, with the C
+    accelerator built by mingw-w64 (tools/build-speedups-mingw; it must load and be used)."""
+    session.run(str(ROOT / "tools" / "build-speedups-mingw"), external=True)
+    os.environ.pop("NPIPES_PURE_PYTHON", None)
+    got = session.run(
+        str(ROOT / "tools" / "wine-pytest"),
+        "--python",
+        "-c",
+        "import npipes._accel as a; print('accelerated' if a.ACCELERATED else 'pure')",
+        external=True,
+        silent=True,
+    )
+    got = (got or "").strip().splitlines()[-1:] or [""]
+    session.log(f"npipes runs {got[0]} under Wine (wanted: accelerated)")
+    if got[0] != "accelerated":
+        session.error("the mingw-built accelerator does not load under Wine")
     session.env["NPIPES_WINE_COVERAGE"] = "1"
     args = session.posargs or ["-q"]
     session.run(str(ROOT / "tools" / "wine-pytest"), *args, external=True)

@@ -62,8 +62,9 @@ def test_send_then_recv_either_order(pipe_name: str) -> None:
 
 
 def test_recv_timeout_reports_error(pipe_name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["recv", "--name", pipe_name, "--timeout", "0.2"]) == 1
-    assert "PipeTimeoutError" in capsys.readouterr().err
+    # issue 14: a timeout exits 3 (was 1) with one line saying what to do (no class name).
+    assert main(["recv", "--name", pipe_name, "--timeout", "0.2"]) == 3
+    assert "within 0.2 s" in capsys.readouterr().err
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

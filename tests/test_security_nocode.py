@@ -82,12 +82,27 @@ def test_a_pickled_object_arrives_as_bytes_and_nothing_runs(tmp_path: Path, rece
     assert not marker.exists()
 
 
+# The one exception (issue 12): send_pyobj/recv_pyobj import pickle inside these
+# functions of _objects.py, and recv_pyobj unpickles only with allow_pickle=True.
+PICKLE_ALLOWED = {("_objects.py", "encode_pickle"), ("_objects.py", "decode_pickle")}
+
+
 def test_npipes_never_imports_a_deserializer_of_code() -> None:
-    """No module of ``src/npipes`` imports pickle (or a kin) or calls eval/exec."""
+    """No module of ``src/npipes`` imports pickle (or a kin) or calls eval/exec, but
+    for the two functions behind ``send_pyobj``/``recv_pyobj``."""
     found = []
     for file in sorted(SRC.rglob("*.py")):
         tree = ast.parse(file.read_text(encoding="utf-8"), str(file))
+        allowed_here = {
+            inner.lineno
+            for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef) and (file.name, node.name) in PICKLE_ALLOWED
+            for inner in ast.walk(node)
+            if isinstance(inner, ast.Import) and [a.name for a in inner.names] == ["pickle"]
+        }
         for node in ast.walk(tree):
+            if isinstance(node, ast.Import) and node.lineno in allowed_here:
+                continue
             names: list[str] = []
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]

@@ -67,7 +67,9 @@ class Npipes(SyncContender):
     batch: ClassVar[int] = 0
 
     def versions(self) -> dict[str, str]:
-        return {"npipes": npipes.__version__}
+        from npipes import _accel
+
+        return {"npipes": npipes.__version__, "accelerator": "C" if _accel.ACCELERATED else "none"}
 
     def address(self, tag: str, tmpdir: str) -> str:
         return f"npb-{tag}"  # a bare name: $XDG_RUNTIME_DIR/npipes/... or \\.\pipe\...

@@ -16,6 +16,8 @@ from __future__ import annotations
 from ._backend import PeerInfo
 from ._frame import DEFAULT_MAX_MESSAGE_SIZE, Frame
 from ._framings import FRAMINGS, Codec, Decoder
+from ._options import ConnectOptions, ListenOptions, Options
+from ._wait import wait
 from .connection import Connection, Listener, connect, listen
 from .errors import (
     AuthenticationError,
@@ -26,6 +28,7 @@ from .errors import (
     InvalidPipeNameError,
     MessageTooLargeError,
     NpipesError,
+    PickleNotAllowedError,
     PipeBusyError,
     PipeInUseError,
     PipeNotFoundError,
@@ -33,7 +36,10 @@ from .errors import (
     PipePermissionError,
     PipeTimeoutError,
     ProtocolError,
+    RemoteError,
+    SlowSubscriberError,
 )
+from .pubsub import Publisher, publish, subscribe
 from .server import Server, serve
 
 __version__ = "2.0.0.dev0"
@@ -45,16 +51,20 @@ __all__ = [
     "BufferTooSmallError",
     "ChecksumError",
     "Codec",
+    "ConnectOptions",
     "Connection",
     "ConnectionClosedError",
     "Decoder",
     "Frame",
     "IncompleteMessageError",
     "InvalidPipeNameError",
+    "ListenOptions",
     "Listener",
     "MessageTooLargeError",
     "NpipesError",
+    "Options",
     "PeerInfo",
+    "PickleNotAllowedError",
     "PipeBusyError",
     "PipeInUseError",
     "PipeNotFoundError",
@@ -62,11 +72,17 @@ __all__ = [
     "PipePermissionError",
     "PipeTimeoutError",
     "ProtocolError",
+    "Publisher",
+    "RemoteError",
     "Server",
+    "SlowSubscriberError",
     "__version__",
     "connect",
     "listen",
+    "publish",
     "serve",
+    "subscribe",
+    "wait",
 ]
 
 

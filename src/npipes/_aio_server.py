@@ -6,11 +6,17 @@ here so the front end stays one job. Same rules as the sync server
 handshake (``handshake_timeout``) and first-message wait (``idle_timeout``) run in
 its own task; failing accepts (``EMFILE``) are retried with pauses and logged
 at a bounded rate; ``aclose()`` lets its caller's cancellation through.
+
+``serve(name, respond=func)`` runs a built-in handler on the same machinery
+(rules shared with the sync server in ``_respond``): ``aclose()`` cancels the
+tasks waiting for their next request at once and lets a ``func`` under way
+finish and send its reply.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -18,18 +24,23 @@ from typing import TYPE_CHECKING, Final, Self, Unpack, final
 
 from . import aio
 from ._deadline import Deadline
+from ._respond import check_handler_choice, error_reply, reply_crc, reply_value
 from .errors import ConnectionClosedError, NpipesError
 from .server import DEFAULT_HANDSHAKE_TIMEOUT, _AcceptFailures, _check_server_options
 
 if TYPE_CHECKING:
+    from ._frame import Frame
     from ._options import ListenOptions
     from .aio import Connection, Listener
 
-__all__ = ["Handler", "Server", "serve"]
+__all__ = ["Handler", "Respond", "Server", "serve"]
 
 log = logging.getLogger("npipes.server")
 
 Handler = Callable[["Connection"], Awaitable[None]]
+Respond = Callable[[bytes | str], object]
+"""A respond function: takes a message, returns the reply (``str`` or bytes-like),
+or an awaitable of it (an ``async def`` function)."""
 
 
 @final
@@ -39,14 +50,18 @@ class Server:
     def __init__(
         self,
         listener: Listener,
-        handler: Handler,
+        handler: Handler | None,
         max_connections: int,
         *,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
         idle_timeout: float | None = None,
+        respond: Respond | None = None,
     ) -> None:
+        check_handler_choice(handler, respond)
         self.listener: Final = listener
-        self._handler = handler
+        self._respond = respond
+        self._handler: Handler = self._respond_loop if handler is None else handler
+        self._idle: set[asyncio.Task[None]] = set()  # respond tasks between requests
         self._handshake_timeout = handshake_timeout
         self._idle_timeout = idle_timeout
         self._slots = asyncio.Semaphore(max_connections)
@@ -140,6 +155,86 @@ class Server:
                 self._own.pop(task, None)
             self._slots.release()  # only once the connection is closed
 
+    # -- respond=: the built-in handler ----------------------------------------
+
+    async def _respond_loop(self, conn: Connection) -> None:
+        """Answer each request on ``conn`` with one reply, in order, until it ends."""
+        task = asyncio.current_task()
+        assert task is not None
+        while not self._stopping():
+            self._idle.add(task)
+            try:
+                frame: Frame = await conn._next_frame(None)
+            except ConnectionClosedError:
+                return  # the client left
+            except NpipesError as exc:
+                if conn.closed:  # a message too large, framing broken: the client's fault
+                    log.info("closed a client of %s: %s", self.address, exc)
+                    return
+                # That message only (a bad CRC-32, text not UTF-8): its reply says so.
+                log.warning("a request to %s was dropped: %s", self.address, exc)
+                if not await self._send_error(conn, exc, None):
+                    return
+                continue
+            finally:
+                self._idle.discard(task)
+            if self._stopping():
+                return  # aclose() began: no new request is started
+            if not await self._answer(conn, frame):
+                return
+
+    def _stopping(self) -> bool:
+        return self._closing  # a call: each await may have changed it
+
+    async def _answer(self, conn: Connection, frame: Frame) -> bool:
+        """Run the respond function on one request and send its reply; False if
+        ``conn`` was closed instead (its framing cannot carry an error reply)."""
+        assert self._respond is not None
+        crc = reply_crc(frame.crc)
+        try:
+            value = self._respond(frame.message)
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception as exc:
+            log.exception("the respond function failed for a client of %s", self.address)
+            return await self._send_error(conn, exc, crc)
+        except asyncio.CancelledError:
+            raise  # aclose() gave up waiting: the connection is aborted
+        except BaseException as exc:
+            # KeyboardInterrupt, SystemExit: not an error to report; it ends this
+            # connection (no reply) and goes on to the event loop, which stops.
+            log.error(
+                "the respond function raised %s for a client of %s: connection closed",
+                type(exc).__name__,
+                self.address,
+            )
+            raise
+        try:
+            await conn.send(reply_value(value), crc=crc)
+        except (TypeError, ValueError) as exc:  # not a reply, or not for this framing: not sent
+            if conn.closed:
+                raise
+            log.error("the respond function of %s returned a bad reply: %s", self.address, exc)
+            return await self._send_error(conn, exc, crc)
+        return True
+
+    async def _send_error(self, conn: Connection, exc: BaseException, crc: bool | None) -> bool:
+        """Send the error reply for ``exc``; False if the connection is to be closed instead."""
+        reply = error_reply(exc, conn._settings.codec, conn._core.max_message_size)
+        if reply is not None:
+            try:
+                await conn.send(reply, crc=crc)
+                return True
+            except (TypeError, ValueError):  # a codec of the user's that cannot send it
+                if conn.closed:
+                    raise
+        log.warning(
+            "closed a client of %s: its framing (%s) cannot carry an error reply",
+            self.address,
+            conn.framing,
+        )
+        return False  # _run closes it
+
     async def serve_forever(self) -> None:
         """Wait until the server is closed (cancel it to close the server)."""
         try:
@@ -170,8 +265,8 @@ class Server:
             await asyncio.wait({self._accepting})  # unlike awaiting it, lets our cancel through
             if not self._accepting.cancelled() and (error := self._accepting.exception()):
                 log.error("the accept loop of %s failed", self.address, exc_info=error)
-            for task in self._admitting:
-                task.cancel()  # no handler runs for it yet: nothing to let finish
+            for task in self._admitting | self._idle:
+                task.cancel()  # no handler (or respond call) runs for it: nothing to finish
             others = self._tasks - {me} if me is not None else set(self._tasks)
             if others:
                 _, pending = await asyncio.wait(others, timeout=timeout)
@@ -205,21 +300,37 @@ class Server:
 
 async def serve(
     name: str,
-    handler: Handler,
+    handler: Handler | None = None,
     *,
+    respond: Respond | None = None,
     max_connections: int = 256,
     handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     idle_timeout: float | None = None,
     **options: Unpack[ListenOptions],
 ) -> Server:
-    """Listen on ``name`` and run ``await handler(conn)`` in its own task for each client.
+    """Listen on ``name`` and serve each client in its own task: ``await handler(conn)``,
+    or ``respond(message)`` for each message.
 
     At most ``max_connections`` clients are served at once (further clients
     wait in the OS queue). A handler's exception is logged (logger
     ``npipes.server``) and the server keeps serving. ``handshake_timeout`` and
     ``idle_timeout`` are those of :func:`npipes.serve`; other options are those
     of :func:`listen`.
+
+    ``respond`` (instead of ``handler``; exactly one of the two) follows the
+    rules of :func:`npipes.serve`'s ``respond``: its return value is the reply,
+    in order on each connection, and an exception becomes an error reply the
+    client raises as :class:`RemoteError`. It may be an ``async def`` function
+    (awaited; a slow one holds up only its own connection) or a plain function
+    (called in the event loop: keep it quick, or hand blocking work to
+    ``asyncio.to_thread``); a plain function returning an awaitable is awaited
+    too. Its ``KeyboardInterrupt``/``SystemExit`` is not reported to the client:
+    it closes that connection and reaches the event loop, which stops.
+
+    Raises:
+        TypeError: both or neither of ``handler`` and ``respond``, before listening.
     """
+    check_handler_choice(handler, respond)
     _check_server_options(max_connections, handshake_timeout, idle_timeout)
     listener = await aio.listen(name, **options)
     return Server(
@@ -228,4 +339,5 @@ async def serve(
         max_connections,
         handshake_timeout=handshake_timeout,
         idle_timeout=idle_timeout,
+        respond=respond,
     )

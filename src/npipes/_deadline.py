@@ -15,7 +15,7 @@ import math
 import time
 from typing import Final, final
 
-__all__ = ["FOREVER", "MAX_WAIT_MS", "NO_DEADLINE", "Deadline"]
+__all__ = ["FOREVER", "MAX_WAIT_MS", "NO_DEADLINE", "Deadline", "seconds"]
 
 FOREVER: Final = 1e9
 """Timeouts from this many seconds up (about 31 years) are treated as no deadline."""
@@ -75,3 +75,19 @@ class Deadline:
 
 NO_DEADLINE: Final = Deadline(None)
 """The shared deadline of calls without a timeout (a Deadline never changes)."""
+
+
+def seconds(value: float | None) -> str:
+    """``value`` seconds for an error message: ``"1 s"``, ``"0.25 s"``, ``"120 s"``.
+
+    Timeouts reach messages after arithmetic on deadlines (what is left of a
+    caller's budget); a message says ``1 s``, not ``0.9999977959998887 s``.
+    """
+    if value is None:
+        return "no time limit"
+    if value >= 100:
+        return f"{value:.0f} s"
+    text = f"{value:.3f}".rstrip("0").rstrip(".")
+    if text == "0" and value > 0:
+        text = f"{value:.1g}"  # a tiny positive budget still reads as one
+    return f"{text} s"

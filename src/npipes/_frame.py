@@ -38,6 +38,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Final, NamedTuple, final
 
+from . import _accel
 from ._buffers import MAX_SIZE, allocate
 from ._crc import crc32
 from ._payload import as_buffer
@@ -79,6 +80,8 @@ DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 30  # 1 GiB
 READ_BUFFER_SIZE: Final = 64 * 1024
 _LARGE: Final = 32 * 1024  # payloads from this size are read in place into their own buffer
 _EAGER: Final = 16 << 20  # payloads up to this size get their exact-size object at once
+SMALL_FRAME: Final = 16 * 1024
+"""Payloads up to this size are framed as one joined ``bytes`` (one write, no iovec)."""
 
 _HEADER: Final = struct.Struct("<2sBBIQ")
 _TRAILER: Final = struct.Struct("<I")
@@ -124,6 +127,134 @@ def frame_parts(
         trailer = _TRAILER.pack(crc32(payload))
     header = _HEADER.pack(MAGIC, VERSION, flags, 0, size)
     return header, payload, trailer
+
+
+# -- fast paths: pure Python here, mirrored by the C accelerator (npipes._accel) ------------
+# Each returns None where it does not apply (an unusual payload, an incomplete or bad
+# frame): the general code then runs, so every error is raised by one implementation.
+# The C versions must return exactly what these return, on every input (tests/test_speedups*).
+
+
+def encode_small(data: object, crc: bool, max_size: int | None) -> bytes | None:
+    """One frame as one ``bytes`` (header, payload, trailer) for an exact ``bytes`` or
+    ``str`` payload of at most :data:`SMALL_FRAME` bytes and ``max_size``; else None."""
+    flags = 0
+    if type(data) is bytes:
+        payload = data
+    elif type(data) is str:
+        if len(data) > SMALL_FRAME:  # UTF-8 is at least one byte per character
+            return None
+        try:
+            payload = data.encode("utf-8")
+        except UnicodeEncodeError:
+            return None  # a lone surrogate: the general path raises the error
+        flags = FLAG_TEXT
+    else:
+        return None
+    size = len(payload)
+    if size > SMALL_FRAME or (max_size is not None and size > max_size):
+        return None
+    if crc:
+        header = _HEADER.pack(MAGIC, VERSION, flags | FLAG_CRC, 0, size)
+        return header + payload + _TRAILER.pack(crc32(payload))
+    return _HEADER.pack(MAGIC, VERSION, flags, 0, size) + payload
+
+
+def encode_small_many(messages: list[object], crc: bool, max_size: int | None) -> bytes | None:
+    """:func:`encode_small` of every message, joined; None if any one gives None."""
+    frames = []
+    for data in messages:
+        frame = encode_small(data, crc, max_size)
+        if frame is None:
+            return None
+        frames.append(frame)
+    return b"".join(frames)
+
+
+def _bytes_view(buf: Buffer, start: int, end: int) -> memoryview:
+    """``buf`` as a memoryview of bytes, after checking that ``start:end`` is in it."""
+    view = buf if type(buf) is memoryview and buf.format == "B" else memoryview(buf).cast("B")
+    if not 0 <= start <= end <= len(view):
+        raise ValueError(f"bad range {start}:{end} of a {len(view)}-byte buffer")
+    return view
+
+
+def _parse_run(
+    view: memoryview,
+    start: int,
+    end: int,
+    max_size: int | None,
+    require_crc: bool,
+    limit: int,
+    messages: list[bytes | str] | None,
+) -> tuple[bytes | str | None, int, int, bool]:
+    """The one rule of both parse functions: take up to ``limit`` whole, valid frames
+    from ``start`` (their messages appended to ``messages`` if given); return the last
+    one's ``(message, new_start, size, crc)``, message None if none was taken."""
+    size, has_crc = 0, False
+    message: bytes | str | None = None
+    unpack = _HEADER.unpack_from
+    taken = 0
+    while taken < limit and end - start >= HEADER_SIZE:
+        magic, version, flags, reserved, length = unpack(view, start)
+        if magic != MAGIC or version != VERSION or flags & ~_KNOWN_FLAGS or reserved:
+            break
+        if max_size is not None and length > max_size:
+            break
+        body = start + HEADER_SIZE
+        stop = body + length
+        crc = bool(flags & FLAG_CRC)
+        new_start = stop + TRAILER_SIZE if crc else stop
+        if new_start > end or (require_crc and not crc):
+            break
+        payload = bytes(view[body:stop])
+        if crc and crc32(payload) != _TRAILER.unpack_from(view, stop)[0]:
+            break
+        if flags & FLAG_TEXT:
+            try:
+                message = str(payload, "utf-8")
+            except UnicodeDecodeError:
+                break
+        else:
+            message = payload
+        if messages is not None:
+            messages.append(message)
+        start, size, has_crc = new_start, length, crc
+        taken += 1
+    return message, start, size, has_crc
+
+
+def parse_frame(
+    buf: Buffer, start: int, end: int, max_size: int | None, require_crc: bool
+) -> tuple[bytes | str, int, bool, int] | None:
+    """The whole, valid frame at ``buf[start:end]`` as ``(message, size, crc, new_start)``.
+
+    None unless the header is valid, the length within ``max_size``, the whole
+    frame present, its CRC-32 (if flagged) right, its text (if TEXT) strict
+    UTF-8, and not ``require_crc`` without a CRC.
+    """
+    view = _bytes_view(buf, start, end)
+    message, new_start, size, has_crc = _parse_run(view, start, end, max_size, require_crc, 1, None)
+    return None if message is None else (message, size, has_crc, new_start)
+
+
+def parse_frames(
+    buf: Buffer, start: int, end: int, max_size: int | None, require_crc: bool, limit: int
+) -> tuple[list[bytes | str], int]:
+    """:func:`parse_frame` from ``start`` on, at most ``limit`` times: ``(messages, new_start)``."""
+    view = _bytes_view(buf, start, end)
+    messages: list[bytes | str] = []
+    new_start = _parse_run(view, start, end, max_size, require_crc, limit, messages)[1]
+    return messages, new_start
+
+
+pure_encode_small, pure_encode_small_many = encode_small, encode_small_many
+pure_parse_frame, pure_parse_frames = parse_frame, parse_frames
+if _accel.speedups is not None:
+    encode_small = _accel.speedups.encode_small
+    encode_small_many = _accel.speedups.encode_small_many
+    parse_frame = _accel.speedups.parse_frame
+    parse_frames = _accel.speedups.parse_frames
 
 
 def encode_frame(data: Payload, *, crc: bool = False) -> bytes:
@@ -188,6 +319,9 @@ class FrameDecoder:
         self._borrowed = False  # _target is the caller's buffer (next_frame_into)
         self._filled = 0
         self._error: Exception | None = None
+        # The last frame was large: read the next header (and trailer) alone, so the
+        # next large payload lands in its own object, not in the read buffer (no copy).
+        self._large_run = False
 
     # -- state ------------------------------------------------------------
 
@@ -277,6 +411,11 @@ class FrameDecoder:
             self._start = self._end = 0
             if len(self._buf) > self._buffer_size:  # feed_data grew it for a big chunk
                 self._set_buffer(bytearray(self._buffer_size))
+            if self._large_run and self._state != _BODY:
+                # The trailer (if any) and the next header only: one more small read
+                # per large message instead of copying most of its payload.
+                extra = self._trailer_size() if self._state == _TRAILER_STATE else 0
+                return self._view[: HEADER_SIZE + extra]
         elif len(self._buf) - self._end < HEADER_SIZE + TRAILER_SIZE or self._needed_room():
             self._compact()
         view = self._view[self._end :]
@@ -384,40 +523,88 @@ class FrameDecoder:
             ConnectionClosedError: the stream ended cleanly between frames.
             IncompleteMessageError: the stream ended inside a frame (fatal).
         """
-        # Fast paths: nothing to do yet, or a whole small frame without CRC at the front.
-        start = self._start
+        # The fast path: a whole, valid frame at the front of the read buffer.
         if self._state == _HEADER_STATE:
-            if self._end - start < HEADER_SIZE and not self._eof:
+            start, end = self._start, self._end
+            if end - start < HEADER_SIZE and not self._eof:
                 return None
-            if self._end - start < HEADER_SIZE:
-                pass  # end of stream: the general path reports it
-            else:
-                magic, version, flags, reserved, length = _HEADER.unpack_from(self._buf, start)
-                end = start + HEADER_SIZE + length
-                if (
-                    not flags & ~FLAG_TEXT
-                    and magic == MAGIC
-                    and version == VERSION
-                    and not reserved
-                    and end <= self._end
-                    and not self.require_crc
-                    and (self.max_message_size is None or length <= self.max_message_size)
-                ):
-                    data = self._view[start + HEADER_SIZE : end]
-                    if not flags:
-                        self._start = end
-                        return Frame(bytes(data), length, False)
-                    try:
-                        text = str(data, "utf-8")
-                    except UnicodeDecodeError:
-                        pass  # the general path below reports it
-                    else:
-                        self._start = end
-                        return Frame(text, length, False)
+            got = parse_frame(self._view, start, end, self.max_message_size, self.require_crc)
+            if got is not None:
+                self._start = got[3]
+                self._large_run = False
+                return Frame(got[0], got[1], got[2])
         payload = self._advance(None)
         if payload is None:
             return None
         return self._finish(payload)
+
+    def take_message(self, require_crc: bool) -> bytes | str | None:
+        """The next message if a whole, valid frame is at the front of the read
+        buffer, else None (then :meth:`next_frame` does the rest): the hot path."""
+        if self._state != _HEADER_STATE:
+            return self._take_large(require_crc)
+        if self._end - self._start < HEADER_SIZE:
+            return None  # nothing whole yet (an empty buffer between round trips)
+        require = require_crc or self.require_crc
+        got = parse_frame(self._view, self._start, self._end, self.max_message_size, require)
+        if got is None:
+            return None
+        self._start = got[3]
+        self._large_run = False
+        return got[0]
+
+    def _take_large(self, require_crc: bool) -> bytes | None:
+        """A large binary payload without CRC that is whole in its own ``bytes``: the
+        frame ends there, so it is the message (what :meth:`_advance` and
+        :meth:`_finish` would return, without their general steps)."""
+        if (
+            self._filled != self._length
+            or self._flags
+            or require_crc
+            or self.require_crc
+            or self._borrowed
+            or self._state not in (_PAYLOAD, _TRAILER_STATE)
+        ):
+            return None
+        target = self._target
+        if type(target) is not bytes:
+            return None
+        self._target = self._target_view = None
+        self._state = _HEADER_STATE
+        return target
+
+    def take_message_into(self, view: memoryview, require_crc: bool) -> int | None:
+        """Like :meth:`take_message`, writing the payload into ``view`` (a writable
+        byte memoryview); None also if it does not fit (:meth:`next_frame_into` says so)."""
+        if self._state != _HEADER_STATE:
+            return None
+        got = self._take_into(view, require_crc or self.require_crc)
+        return None if got is None else got[0]
+
+    def _take_into(self, view: memoryview, require: bool) -> tuple[int, bool, bool] | None:
+        start = self._start
+        got = parse_frame(self._view, start, self._end, self.max_message_size, require)
+        if got is None or got[1] > len(view):
+            return None
+        message, size, crc, self._start = got
+        self._large_run = False
+        body = start + HEADER_SIZE
+        view[:size] = self._view[body : body + size]
+        return size, type(message) is str, crc
+
+    def take_messages(self, limit: int, require_crc: bool) -> list[bytes | str]:
+        """Up to ``limit`` whole, valid frames' messages from the read buffer, in one pass.
+
+        Stops, without raising, at anything else (a partial, large or bad frame, a
+        missing CRC with ``require_crc``): :meth:`next_frame` deals with it.
+        """
+        if self._state != _HEADER_STATE or limit < 1:
+            return []
+        require = require_crc or self.require_crc
+        messages, self._start = parse_frames(
+            self._view, self._start, self._end, self.max_message_size, require, limit
+        )
+        return messages
 
     def next_frame_into(self, buffer: Buffer) -> tuple[int, bool, bool] | None:
         """Like :meth:`next_frame`, but write the payload into ``buffer``.
@@ -440,6 +627,10 @@ class FrameDecoder:
                 " numpy.ascontiguousarray(x)"
             )
         view = view.cast("B")
+        if self._state == _HEADER_STATE:  # the fast path: a whole, valid frame that fits
+            got = self._take_into(view, self.require_crc)
+            if got is not None:
+                return got
         payload = self._advance(view)
         if payload is None:
             return None
@@ -589,7 +780,9 @@ class FrameDecoder:
         trailer = self._trailer_size()
         if into is None and length < _LARGE and HEADER_SIZE + length + trailer <= len(self._buf):
             self._state = _BODY
+            self._large_run = False
             return
+        self._large_run = into is None and length >= _LARGE
         # Large frame (or caller's buffer): the payload gets its own storage,
         # allocated once its first bytes are here (a bare header costs nothing).
         self._filled = 0

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Final, Protocol, final, runtime_checkable
 
 from ._buffers import MAX_SIZE
 from ._crc import crc32
-from ._frame import Frame, FrameDecoder, frame_parts
+from ._frame import Frame, FrameDecoder, encode_small, encode_small_many, frame_parts
 from ._payload import as_buffer
 from .errors import (
     BufferTooSmallError,
@@ -142,11 +142,24 @@ class NpipesCodec:
     supports_auth = True
     message_based = False
 
+    encode_small = staticmethod(encode_small)
+    """``(data, crc, max_size) -> bytes | None``: a small message's frame (the hot path)."""
+
     def encode(self, data: Payload, *, crc: bool, max_size: int | None) -> Sequence[Buffer]:
+        frame = encode_small(data, crc, max_size)
+        if frame is not None:
+            return (frame,)  # one buffer, one system call
         header, payload, trailer = frame_parts(data, crc=crc, max_size=max_size)
         if isinstance(payload, bytes) and len(payload) <= _SMALL:
             return (header + payload + trailer,)  # one buffer, one system call
         return header, payload, trailer
+
+    def encode_batch(
+        self, messages: list[Payload], *, crc: bool, max_size: int | None
+    ) -> bytes | None:
+        """Every message's frame joined into one ``bytes``, in one pass; None unless
+        every one is a small ``bytes``/``str`` (then :meth:`encode` each)."""
+        return encode_small_many(messages, crc, max_size)  # type: ignore[arg-type]
 
     def decoder(
         self, *, max_message_size: int | None, require_crc: bool, message_mode: bool

@@ -7,6 +7,14 @@ usable, else ``<tempdir>/npipes-<uid>``. An absolute path (POSIX) or a full
 ``\\\\.\\pipe\\...`` name (Windows) is used as given. Anything else raises
 :class:`InvalidPipeNameError` naming the rule it breaks.
 
+``dotnet=True`` names a pipe the way .NET does (docs/dotnet.md): on POSIX a
+bare name is the socket ``<temp dir>/CoreFxPipe_NAME`` that .NET's and Mono's
+``NamedPipeServerStream``/``NamedPipeClientStream`` use, with .NET's temp dir
+(``$TMPDIR``, else ``/tmp``); ``\\\\.\\pipe\\NAME`` means the same there. That
+directory is shared, so no private directory is checked: the listener's uid
+check of ``connect`` is what keeps another user's socket out. On Windows it
+changes nothing (.NET uses ``\\\\.\\pipe\\NAME`` too).
+
 A bare name is private to its user on POSIX: the directory is 0700, and
 another user's bare name resolves to that user's own directory. Endpoints
 other users must reach (``allow_other_users=True``) take an absolute path in
@@ -26,7 +34,7 @@ from typing import Final, final
 
 from .errors import InvalidPipeNameError
 
-__all__ = ["Address", "resolve"]
+__all__ = ["Address", "dotnet_temp_dir", "resolve"]
 
 _BARE: Final = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _WINDOWS_PREFIX: Final = "\\\\.\\pipe\\"
@@ -98,11 +106,25 @@ def runtime_dir() -> str:
     return os.path.join(tempfile.gettempdir(), f"npipes-{uid}")
 
 
-def _resolve_posix(name: str, suffix: str = ".sock") -> Address:
+def dotnet_temp_dir() -> str:
+    """The directory .NET puts its pipes in on POSIX: ``$TMPDIR``, else ``/tmp``.
+
+    .NET's ``Path.GetTempPath()`` reads only ``TMPDIR`` (an empty one counts as
+    unset), unlike Python's ``tempfile``, which also tries other variables and
+    skips unwritable directories; both sides must agree, so this follows .NET.
+    """
+    return os.path.abspath(os.environ.get("TMPDIR") or "/tmp")
+
+
+def _resolve_posix(name: str, suffix: str = ".sock", *, dotnet: bool = False) -> Address:
     if "\0" in name:
         raise _rule(name, "it contains a NUL character")
     if name.startswith("/"):
-        path, private = name, None
+        path, private = name, None  # .NET also uses a rooted pipe name as the path
+    elif dotnet:
+        bare = name[9:] if name[:9].lower() == _WINDOWS_PREFIX else name  # same pipe
+        _check_bare(bare)
+        path, private = os.path.join(dotnet_temp_dir(), "CoreFxPipe_" + bare), None
     else:
         _check_bare(name)
         private = runtime_dir()
@@ -135,10 +157,13 @@ def _resolve_windows(name: str) -> Address:
     return Address(name, _WINDOWS_PREFIX + name, None)
 
 
-def resolve(name: str, *, platform: str = sys.platform, suffix: str = ".sock") -> Address:
+def resolve(
+    name: str, *, platform: str = sys.platform, suffix: str = ".sock", dotnet: bool = False
+) -> Address:
     """Return the :class:`Address` of ``name`` on ``platform``.
 
     ``suffix`` names the file of a bare name on POSIX (``".fifo"`` for FIFOs).
+    ``dotnet``: name the pipe as .NET does (see the module docstring).
 
     Raises:
         InvalidPipeNameError: the name breaks a rule (the message says which).
@@ -148,4 +173,4 @@ def resolve(name: str, *, platform: str = sys.platform, suffix: str = ".sock") -
         raise TypeError(f"a pipe name is a str, not {type(name).__name__}")
     if platform == "win32":
         return _resolve_windows(name)
-    return _resolve_posix(name, suffix)
+    return _resolve_posix(name, suffix, dotnet=dotnet)

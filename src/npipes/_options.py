@@ -49,12 +49,22 @@ class Options(TypedDict, total=False):
             1 GiB); None for no limit.
         authkey: both sides prove they know this key (the HMAC challenge of
             ``multiprocessing.connection``) before a connection is handed out.
+        allow_pickle: let ``recv_pyobj`` unpickle what the peer sends (default
+            False: unpickling runs code the sender chose; opt in only for a peer
+            you trust, e.g. same user or ``authkey``).
+        dotnet: name the pipe as .NET does, to reach a C# ``NamedPipeServerStream``
+            or ``NamedPipeClientStream`` by its .NET name: on Linux/macOS the
+            socket ``$TMPDIR/CoreFxPipe_NAME`` (``/tmp`` without ``TMPDIR``)
+            instead of npipes' private directory; on Windows nothing changes
+            (default False; docs/dotnet.md).
     """
 
     crc: bool
     framing: str | Codec
     max_message_size: int | None
     authkey: bytes | None
+    allow_pickle: bool
+    dotnet: bool
 
 
 class ConnectOptions(Options, total=False):
@@ -66,10 +76,15 @@ class ConnectOptions(Options, total=False):
         allowed_uids: POSIX: user ids whose listener you accept besides your own
             (default none: a listener running as another user is refused before
             anything is sent).
+        reconnect: when the listener goes away, the next send/recv/request
+            connects again (waiting, with backoff, up to that call's timeout)
+            instead of failing; a send that did not complete is sent again
+            (at-least-once). Default False.
     """
 
     wait_for_listener: bool
     allowed_uids: Collection[int]
+    reconnect: bool
 
 
 class ListenOptions(Options, total=False):
@@ -94,7 +109,7 @@ class ListenOptions(Options, total=False):
 
 
 _SHARED: Final = frozenset(Options.__annotations__)
-_CONNECT: Final = _SHARED | {"wait_for_listener", "allowed_uids"}
+_CONNECT: Final = _SHARED | {"wait_for_listener", "allowed_uids", "reconnect"}
 _LISTEN: Final = _SHARED | {
     "allow_other_users",
     "backlog",
@@ -115,8 +130,11 @@ class Settings:
     crc: bool = False
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE
     authkey: bytes | None = None
+    allow_pickle: bool = False
     wait_for_listener: bool = False
     allowed_uids: frozenset[int] = frozenset()
+    reconnect: bool = False
+    subscription: bool = False  # internal: set by subscribe(), not a user option
     endpoint: EndpointOptions = field(default_factory=EndpointOptions)
 
     def annotate(self, exc: _E, address: str | None = None) -> _E:
@@ -174,11 +192,12 @@ def _common(call: str, name: str, options: Mapping[str, object]) -> dict[str, ob
     codec = get_codec(framing, crc=crc, authkey=authkey)  # type: ignore[arg-type]
     return {
         "name": name,
-        "address": resolve(name),
+        "address": resolve(name, dotnet=_flag(options, "dotnet")),
         "codec": codec,
         "crc": crc,
         "max_message_size": _limit(options),
         "authkey": authkey,
+        "allow_pickle": _flag(options, "allow_pickle"),
     }
 
 
@@ -194,6 +213,7 @@ def connect_settings(name: str, options: Mapping[str, object], call: str = "conn
         **_common(call, name, options),  # type: ignore[arg-type]
         wait_for_listener=_flag(options, "wait_for_listener"),
         allowed_uids=frozenset(uids),
+        reconnect=_flag(options, "reconnect"),
     )
 
 

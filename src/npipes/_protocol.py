@@ -25,15 +25,21 @@ Rules (docs/api.md "Errors, timeouts and interruptions"):
   connection; one that touched nothing leaves it usable.
 - A per-call ``crc=True`` requirement is checked here, not in the decoder, so
   the asyncio driver can decode before the call that asks.
+- A subscription (``subscription=True``, publish/subscribe) is receive-only:
+  sending is refused (``io.UnsupportedOperation``); its first message must be
+  the publisher's ``SUBSCRIBED``, and a later control message becomes its
+  typed error in stream order (``SlowSubscriberError``), which closes it.
 """
 
 from __future__ import annotations
 
 import collections
 import enum
-from collections.abc import Generator, Iterable, Sequence
+import io
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Final, final
 
+from . import _control
 from ._auth import MAX_HANDSHAKE_MESSAGE, Exchange, accept_side, connect_side
 from ._frame import Frame
 from ._options import annotate
@@ -46,6 +52,7 @@ from .errors import (
     MessageTooLargeError,
     NpipesError,
     PipeTimeoutError,
+    ProtocolError,
 )
 
 if TYPE_CHECKING:
@@ -112,8 +119,11 @@ class ConnectionCore:
         name: str | None,
         address: str | None,
         authenticating: bool = False,
+        subscription: bool = False,
     ) -> None:
         self.codec: Final = codec
+        self.subscription: Final = subscription  # a receive-only publish/subscribe end
+        self._subscribed = False  # a subscription's SUBSCRIBED arrived
         self.crc: Final = crc
         self.max_message_size: Final = max_message_size
         self.name = name
@@ -127,6 +137,14 @@ class ConnectionCore:
         self._decoder = codec.decoder(
             max_message_size=max_message_size, require_crc=False, message_mode=message_mode
         )
+        # The codec's fast paths (v1 frames), used when no other rule applies.
+        self._encode_small: Callable[[object, bool, int | None], bytes | None] | None = getattr(
+            codec, "encode_small", None
+        )
+        take: Callable[[bool], bytes | str | None] | None = getattr(
+            self._decoder, "take_message", None
+        )
+        self._take_message = None if subscription or authenticating else take
         self._ready: collections.deque[Item] = collections.deque()
         self._ready_bytes = 0
         self._handshaking = authenticating
@@ -184,7 +202,15 @@ class ConnectionCore:
             raise self.closed_error()
 
     def check_sending(self) -> None:
-        """Raise ConnectionClosedError unless a message may be sent now."""
+        """Raise ConnectionClosedError unless a message may be sent now.
+
+        On a subscription, io.UnsupportedOperation (but for the authkey handshake).
+        """
+        if self.subscription and not self._handshaking:
+            raise io.UnsupportedOperation(
+                "a subscription is receive-only: it cannot send; the publisher's"
+                " messages arrive with recv()"
+            )
         if self.state is not State.OPEN:
             raise self.closed_error()
         if self.send_ended:
@@ -220,9 +246,16 @@ class ConnectionCore:
             TypeError, ValueError: bad argument; MessageTooLargeError: above the limit.
             ConnectionClosedError: the connection is not open.
         """
+        small = self._encode_small
+        if small is not None and crc is None:  # the hot path: one small message, one bytes
+            frame = small(data, self.crc, self.max_message_size)
+            if frame is not None:
+                if self.state is not State.OPEN or self.send_ended or self.subscription:
+                    self.check_sending()
+                return (frame,)
         with_crc = self.crc if crc is None else self._with_crc(crc)
         parts = self.codec.encode(data, crc=with_crc, max_size=self.max_message_size)
-        if self.state is not State.OPEN or self.send_ended:
+        if self.state is not State.OPEN or self.send_ended or self.subscription:
             self.check_sending()
         return parts
 
@@ -239,6 +272,14 @@ class ConnectionCore:
         with_crc = self._with_crc(crc)
         limit = self.max_message_size
         encode = self.codec.encode
+        batch = getattr(self.codec, "encode_batch", None)
+        if batch is not None and not (self._message_ends and self.message_mode):
+            if not isinstance(messages, list):
+                messages = list(messages)
+            joined = batch(messages, crc=with_crc, max_size=limit)
+            if joined is not None:  # every message small: one buffer, one pass
+                self.check_sending()
+                return ([[joined]] if joined else []), len(messages)
         if self._message_ends and self.message_mode:
             units = [list(encode(m, crc=with_crc, max_size=limit)) for m in messages]
             self.check_sending()
@@ -366,10 +407,39 @@ class ConnectionCore:
         if self.state is not State.OPEN or self.receive_ended:
             return None  # closed, broken or ended: nothing more is decoded
         try:
-            return self._decoder.next_frame()
+            frame = self._decoder.next_frame()
         except NpipesError as exc:
             self._decode_failed(exc)
             return exc
+        if frame is not None and self.subscription and not self._handshaking:
+            return self._subscription_item(frame)
+        return frame
+
+    def _subscription_item(self, frame: Frame) -> Item:
+        """A subscription's frame as delivered: the message, or the error a control
+        message stands for (which ends the subscription, after the messages before it)."""
+        message = frame.message
+        if not self._subscribed:
+            if message == _control.SUBSCRIBED:
+                self._subscribed = True
+                return frame  # subscribe() takes it; the user never sees it
+            exc: NpipesError = ProtocolError(
+                "the listener is not an npipes publisher (its first message was not the"
+                " subscription confirmation); use connect() for it, or check the name"
+            )
+        elif not isinstance(message, bytes) or not _control.is_subscription_control(message):
+            return frame
+        else:
+            try:
+                _control.raise_subscription_control(message)
+            except NpipesError as error:
+                exc = error
+        self.annotate(exc)
+        if isinstance(exc, ConnectionClosedError):
+            self.close(str(exc))  # the publisher's last word: a clean end
+        else:
+            self.break_(str(exc))
+        return exc
 
     def _decode_failed(self, exc: NpipesError) -> None:
         self.annotate(exc)
@@ -430,6 +500,9 @@ class ConnectionCore:
             return self._deliver(self._pop(), require)
         if self.state is not State.OPEN or self.receive_ended:
             self._check_receiving()
+        if self.subscription:  # control messages become errors in _decode
+            item = self._decode()
+            return None if item is None else self._deliver(item, require)
         try:  # the hot path: straight from the decoder
             frame = self._decoder.next_frame()
         except NpipesError as exc:
@@ -438,6 +511,23 @@ class ConnectionCore:
         if frame is not None and require and not frame.crc:
             return self._deliver(frame, require)
         return frame
+
+    def take_message(self, crc: bool | None = None) -> bytes | str | None:
+        """The next message if it can be taken at once and needs no other rule (nothing
+        queued, open, a decoder with a fast path), else None: call :meth:`next_frame`."""
+        take = self._take_message
+        if take is None or self._ready or self.state is not State.OPEN or self.receive_ended:
+            return None
+        return take(self.crc if crc is None else self._with_crc(crc))
+
+    def take_message_into(self, view: memoryview, crc: bool | None = None) -> int | None:
+        """:meth:`take_message` into ``view``: its size, or None (use :meth:`next_message_into`)."""
+        if self._take_message is None or self._ready or self.state is not State.OPEN:
+            return None
+        take = getattr(self._decoder, "take_message_into", None)
+        if take is None or self.receive_ended:
+            return None
+        return take(view, self.crc if crc is None else self._with_crc(crc))  # type: ignore[no-any-return]
 
     def next_message(self, crc: bool | None = None) -> bytes | str | None:
         """The next message, or None if more bytes are needed (see :meth:`next_frame`)."""
@@ -461,6 +551,7 @@ class ConnectionCore:
         """
         require = self._with_crc(crc)
         ready = self._ready
+        direct = direct and not self.subscription  # a control message must not land in view
         if not ready and not direct and self.state is State.OPEN and not self.receive_ended:
             item = self._decode()
             if item is None:
@@ -510,6 +601,16 @@ class ConnectionCore:
         require = self._with_crc(crc)
         out: list[bytes | str] = []
         ready = self._ready
+        take = getattr(self._decoder, "take_messages", None)
+        if (
+            take is not None
+            and not ready
+            and self.state is State.OPEN
+            and not self.receive_ended
+            and not self.subscription
+            and not self._handshaking
+        ):
+            out = take(limit, require)  # whole frames straight from the decoder, one pass
         while len(out) < limit:
             if not ready:
                 if self.state is not State.OPEN or self.receive_ended:
@@ -567,6 +668,7 @@ class ConnectionCore:
         decoder = self._decoder
         decoder.max_message_size = MAX_HANDSHAKE_MESSAGE
         self._handshaking = True
+        fast, self._take_message = self._take_message, None  # one message ahead, no more
         try:
             to_peer = next(exchange)
             while True:
@@ -587,3 +689,5 @@ class ConnectionCore:
         finally:
             decoder.max_message_size = self.max_message_size
             self._handshaking = False
+            if not self.subscription:
+                self._take_message = fast or getattr(decoder, "take_message", None)

@@ -21,13 +21,19 @@ then waits for the transport's buffer to drain below its high-water mark.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Self, TypeVar, Unpack, cast, final
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar, Unpack, cast, final
 
+from . import _reconnect
 from ._backend.aio import MAX_WRITE, READS_KEEP_MESSAGE_BOUNDARIES, AioListener, open_connection
-from ._deadline import NO_DEADLINE, Deadline
+from ._control import OwedReplies, check_reply, reply_consumed
+from ._deadline import NO_DEADLINE, Deadline, seconds
+from ._objects import check_pickle_allowed, decode_json, decode_pickle, encode_json, encode_pickle
 from ._options import (
     ConnectOptions,
     ListenOptions,
@@ -56,6 +62,22 @@ __all__ = ["Connection", "Listener", "Server", "connect", "listen", "serve"]
 
 _T = TypeVar("_T")
 
+log = logging.getLogger("npipes")
+
+# A read into the core's buffer with less room than _SMALL_ROOM goes to a scratch buffer
+# of _SCRATCH_SIZE bytes instead (then copied in): one loop iteration per read costs far
+# more than the copy. POSIX selector loops only: the proactor copies into get_buffer anyway.
+_SCRATCH_READS: Final = sys.platform != "win32"
+_SMALL_ROOM: Final = 16 * 1024
+_SCRATCH_SIZE: Final = 256 * 1024
+# One scratch buffer per thread, shared by its connections: a loop reads into it and
+# hands the bytes to the protocol in one go (get_buffer, recv_into, buffer_updated),
+# so no other connection's read comes in between.
+_scratch_buffers = threading.local()
+# Frames up to this size are joined into one write (a copy, cheaper than a second
+# system call and wake-up for the header); PACK_LIMIT where writes have a size limit.
+_JOIN_LIMIT: Final = PACK_LIMIT if MAX_WRITE is not None else 256 * 1024
+
 
 class _StreamProtocol(asyncio.BufferedProtocol):
     """Feeds the connection core as bytes arrive and wakes the calls waiting on it."""
@@ -64,11 +86,16 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         self.core = core
         self.transport: asyncio.Transport | None = None
         self.lost = False
-        self.lost_waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._recv_waiters: list[asyncio.Future[None]] = []
+        self.loop = asyncio.get_running_loop()
+        self.lost_waiter: asyncio.Future[None] = self.loop.create_future()
+        self.recv_waiters: list[asyncio.Future[None]] = []
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._write_paused = False
         self._read_paused = False
+        self._scratch: memoryview | None = None  # the thread's scratch buffer, see get_buffer
+        self._scratch_read = False
+        # Not where a read is a message (framing="raw"): its room is the size limit.
+        self._scratch_reads = _SCRATCH_READS and not core.codec.message_based
 
     # -- asyncio callbacks ----------------------------------------------------
 
@@ -77,11 +104,34 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self.core.get_buffer()
+        view = self.core.get_buffer()
+        if len(view) >= _SMALL_ROOM or not self._scratch_reads:
+            self._scratch_read = False
+            return view
+        # Little room left (the tail of a large payload): a read that small would cost
+        # a whole loop iteration for a few bytes, so read up to _SCRATCH_SIZE bytes
+        # (the tail and the frames behind it) here and copy them in.
+        self._scratch_read = True
+        scratch: memoryview | None = getattr(_scratch_buffers, "view", None)
+        if scratch is None:
+            scratch = _scratch_buffers.view = memoryview(bytearray(_SCRATCH_SIZE))
+        self._scratch = scratch
+        return scratch
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.core.buffer_updated(nbytes)  # each read is a chunk (for framing="raw")
-        self._decode()
+        # Each read is one chunk (for framing="raw"), whichever buffer it went to.
+        if self._scratch_read and self._scratch is not None:
+            self.core.receive_data(self._scratch[:nbytes])
+        else:
+            self.core.buffer_updated(nbytes)
+        if self.recv_waiters and self.core.state is State.OPEN:
+            # A call is waiting: it takes its message straight from the decoder when it
+            # runs (on a selector loop, before the next read: its wake-up is queued first).
+            # Undecoded bytes stay bounded: the waiters are cleared here, so the next read
+            # decodes within the budget unless a call found nothing to take since.
+            _wake(self.recv_waiters)
+        else:
+            self._decode()
 
     def eof_received(self) -> bool:
         self.core.receive_eof()
@@ -95,7 +145,7 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         self.lost = True
         self.core.receive_eof()  # clean close, or IncompleteMessageError mid-frame
         self._decode()
-        _wake(self._recv_waiters)
+        _wake(self.recv_waiters)
         _wake(self._drain_waiters)
         if not self.lost_waiter.done():
             self.lost_waiter.set_result(None)
@@ -109,7 +159,7 @@ class _StreamProtocol(asyncio.BufferedProtocol):
 
     def closed_locally(self) -> None:
         """The core was closed here: calls waiting to receive end now, not after the flush."""
-        _wake(self._recv_waiters)
+        _wake(self.recv_waiters)
 
     # -- decoding ---------------------------------------------------------------
 
@@ -123,7 +173,8 @@ class _StreamProtocol(asyncio.BufferedProtocol):
             elif not self._read_paused and not self.lost and not core.wants_data():
                 self._read_paused = True
                 transport.pause_reading()
-        _wake(self._recv_waiters)
+        if self.recv_waiters:
+            _wake(self.recv_waiters)
 
     def took(self) -> None:
         """A call took a message from the queue: read on if the budget allows."""
@@ -135,13 +186,13 @@ class _StreamProtocol(asyncio.BufferedProtocol):
 
     async def wait_readable(self) -> None:
         """Wait until something new may be decodable (cancelling consumes nothing)."""
-        waiter = asyncio.get_running_loop().create_future()
-        self._recv_waiters.append(waiter)
+        waiter = self.loop.create_future()
+        self.recv_waiters.append(waiter)
         try:
             await waiter
         finally:
-            if waiter in self._recv_waiters:
-                self._recv_waiters.remove(waiter)
+            if waiter in self.recv_waiters:
+                self.recv_waiters.remove(waiter)
 
     async def drain(self) -> None:
         if not self._write_paused or self.lost:
@@ -192,6 +243,18 @@ class Connection:
         self.crc: Final = settings.crc
         self.max_message_size: Final = settings.max_message_size
         self.framing: Final = settings.codec.name
+        self.reconnects = 0
+        """How many times this connection reconnected (``reconnect=True``)."""
+        self._closed_here = False
+        # request(): one at a time, and the replies owed to callers that gave up.
+        self._request_lock = asyncio.Lock()
+        self._owed = OwedReplies()
+        # reconnect=True: one reconnect at a time; the generation tells a task whose
+        # call failed on an older transport that another task already reconnected.
+        self._reconnect_lock = asyncio.Lock()
+        self._generation = 0
+        self._fatal_core: ConnectionCore | None = None  # broken by an error that never reconnects
+        self._reconnecting: Final = settings.reconnect
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -208,10 +271,12 @@ class Connection:
         received), or after an error that lost framing."""
         return self._core.closed
 
-    def _after_error(self) -> None:
+    def _after_error(self, exc: BaseException) -> None:
         if self._core.state is not State.OPEN:
             if self._core.state is State.BROKEN:
                 self._transport.abort()
+                if not _reconnect.peer_gone(exc):
+                    self._fatal_core = self._core  # reconnect=True: never reconnects
             else:
                 self._transport.close()  # flushes what is queued
 
@@ -225,7 +290,7 @@ class Connection:
             async with asyncio.timeout(deadline.remaining()):
                 return await awaitable
         except TimeoutError as exc:
-            error = PipeTimeoutError(f"{what} timed out after {timeout} s", timeout=timeout)
+            error = PipeTimeoutError(f"{what} timed out after {seconds(timeout)}", timeout=timeout)
             self._core.annotate(error)
             raise error from exc
 
@@ -254,6 +319,11 @@ class Connection:
         # Only bytes may be kept by the transport: other buffers could change
         # after the call (Python 3.12+ transports keep views), so they are copied.
         write = self._transport.write
+        if len(parts) == 1:  # the common case: a small frame, already one bytes object
+            part = parts[0]
+            if type(part) is bytes and (MAX_WRITE is None or len(part) <= MAX_WRITE):
+                write(part)
+                return
         views = [memoryview(part) for part in parts]
         if MAX_WRITE is not None:
             for view in views:
@@ -266,7 +336,7 @@ class Connection:
                             limit=MAX_WRITE,
                         )
                     )
-        if sum(view.nbytes for view in views) <= PACK_LIMIT:  # one write, as send_many packs
+        if sum(view.nbytes for view in views) <= _JOIN_LIMIT:  # one write, as send_many packs
             write(b"".join(views))
             return
         for part, view in zip(parts, views, strict=True):
@@ -289,11 +359,59 @@ class Connection:
             ConnectionClosedError: the connection is closed.
         """
         deadline = _deadline(timeout)  # a bad timeout fails before anything is written
-        parts = self._core.encode(data, crc)
-        self._check_writable()
-        self._write(parts)
+        if not self._reconnecting:  # the hot path: _write_now and _write, inline
+            parts = self._core.encode(data, crc)
+            transport = self._transport
+            protocol = self._protocol
+            if protocol.lost or transport.is_closing():
+                self._peer_gone()
+                self._core.check_sending()
+            if len(parts) == 1 and type(part := parts[0]) is bytes and MAX_WRITE is None:
+                transport.write(part)
+            else:
+                self._write(parts)
+            if transport.is_closing():
+                self._check_written()
+            if protocol._write_paused and not protocol.lost:  # else nothing to wait for
+                await self._wait(protocol.drain(), deadline, "send")
+            return
+        generation = self._generation
+        try:
+            self._write_now((self._core.encode(data, crc),))
+        except ConnectionClosedError as exc:
+            if not self._may_reconnect(exc):
+                raise
+            # The message did not go out: send it again once reconnected (at-least-once).
+            await self._wait(
+                self._retrying(
+                    self._writer(lambda: (self._core.encode(data, crc),)), deadline, generation
+                ),
+                deadline,
+                "send",
+            )
+        protocol = self._protocol
+        if protocol._write_paused and not protocol.lost:  # else no await: nothing to wait for
+            await self._wait(protocol.drain(), deadline, "send")
+
+    def _write_now(self, writes: Iterable[Sequence[Buffer]]) -> None:
+        """Hand whole frames to the transport (no await: frames never interleave).
+
+        Callers encode right before (``core.encode``/``encode_many`` check the
+        core's state), so only the transport is checked here."""
+        if self._protocol.lost or self._transport.is_closing():
+            self._peer_gone()
+            self._core.check_sending()
+        for parts in writes:
+            self._write(parts)
         self._check_written()
-        await self._wait(self._protocol.drain(), deadline, "send")
+
+    def _writer(
+        self, encode: Callable[[], Iterable[Sequence[Buffer]]]
+    ) -> Callable[[], Awaitable[None]]:
+        async def write() -> None:
+            self._write_now(encode())
+
+        return write
 
     async def send_many(
         self,
@@ -309,26 +427,108 @@ class Connection:
             is checked before anything is written.
         """
         deadline = _deadline(timeout)  # a bad timeout fails before anything is written
-        writes, count = self._core.encode_many(messages, crc)
-        self._check_writable()
-        for parts in writes:
-            self._write(parts)
-        self._check_written()
-        await self._wait(self._protocol.drain(), deadline, "send")
+        if not self._settings.reconnect:  # no await unless the transport's buffer is full
+            writes, count = self._core.encode_many(messages, crc)
+            self._write_now(writes)
+        else:
+            messages = list(messages)  # sent again whole after a reconnect
+            counted: list[int] = []
+
+            def encode() -> list[list[Buffer]]:
+                writes, count = self._core.encode_many(messages, crc)
+                counted[:] = [count]
+                return writes
+
+            await self._wait(self._retrying(self._writer(encode), deadline), deadline, "send")
+            count = counted[0]
+        protocol = self._protocol
+        if protocol._write_paused and not protocol.lost:
+            await self._wait(protocol.drain(), deadline, "send")
         return count
+
+    async def request(
+        self, message: Payload, *, timeout: float | None = None, crc: bool | None = None
+    ) -> bytes | str:
+        """Send ``message`` and receive its reply, as one operation.
+
+        The asyncio twin of :meth:`npipes.Connection.request`: for a peer that
+        answers every message with exactly one reply, in order. Tasks sharing a
+        connection each get their own reply; a request cancelled or timed out
+        after it went out leaves its late reply to be skipped by the next one.
+        With ``reconnect=True``, a request whose reply was lost with the peer is
+        sent again on the new connection (at-least-once).
+
+        Raises:
+            RemoteError: the peer's respond function raised; the connection stays usable.
+            PipeTimeoutError: no reply within ``timeout`` (the whole call).
+            As :meth:`send` and :meth:`recv` otherwise.
+        """
+        deadline = _deadline(timeout)
+        return await self._wait(self._request(message, deadline, crc), deadline, "request")
+
+    async def _request(self, message: Payload, deadline: Deadline, crc: bool | None) -> bytes | str:
+        async with self._request_lock:
+            return await self._retrying(lambda: self._request_once(message, crc), deadline)
+
+    async def _request_once(self, message: Payload, crc: bool | None) -> bytes | str:
+        self._write_now((self._core.encode(message, crc),))
+        owed = self._owed
+        owed.sent()
+        await self._protocol.drain()
+        while True:
+            stale = owed.stale()
+            try:
+                # A stale reply needs no CRC (one that is present is still checked).
+                frame = await self._next_frame(False if stale else crc)
+            except BaseException as exc:
+                if not reply_consumed(exc):
+                    raise
+                owed.taken()  # an error in that reply's place used it up
+                if stale and self._core.state is State.OPEN:
+                    continue
+                raise
+            owed.taken()
+            if not stale:
+                return check_reply(frame.message)
+            # A stale reply (an error reply included) is dropped unread.
 
     # -- receiving ----------------------------------------------------------
 
-    async def _next_frame(self, crc: bool | None, *, resume: bool = True) -> Frame:
+    def _take_frame(self, crc: bool | None) -> Frame | None:
+        """The next frame if one is decoded (or decodable) now, else None; no await."""
+        protocol = self._protocol
+        try:
+            frame = self._core.next_frame(crc)
+        except NpipesError as exc:
+            self._after_error(exc)
+            protocol.took()  # a dropped message frees its share of the budget too
+            raise
+        if frame is not None and protocol._read_paused:
+            protocol.took()
+        return frame
+
+    async def _next_frame(
+        self, crc: bool | None, *, resume: bool = True, wait_first: bool = False
+    ) -> Frame:
         """The next frame; ``resume=False`` leaves reading paused where the budget paused
-        it (the handshake: what follows its last message is decoded under normal limits)."""
+        it (the handshake: what follows its last message is decoded under normal limits).
+        ``wait_first``: the caller just found nothing ready (``_take_frame``)."""
         core = self._core
         protocol = self._protocol
+        if wait_first:  # protocol.wait_readable(), inline: one coroutine less per wait
+            waiter = protocol.loop.create_future()
+            waiters = protocol.recv_waiters
+            waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in waiters:
+                    waiters.remove(waiter)
         while True:
             try:
                 frame = core.next_frame(crc)
-            except NpipesError:
-                self._after_error()
+            except NpipesError as exc:
+                self._after_error(exc)
                 protocol.took()  # a dropped message frees its share of the budget too
                 raise
             if frame is not None:
@@ -348,7 +548,21 @@ class Connection:
             As :meth:`npipes.Connection.recv`.
         """
         deadline = _deadline(timeout)
-        return (await self._wait(self._next_frame(crc), deadline, "recv")).message
+        if not self._reconnecting:
+            # A message already decoded is taken without an await (nothing to cancel
+            # or time out: a timeout only fires once the call waits).
+            frame = self._take_frame(crc)
+            if frame is None:
+                waiting = self._next_frame(crc, wait_first=True)
+                if timeout is None:  # no timeout context on the hot path
+                    frame = await waiting
+                else:
+                    frame = await self._wait(waiting, deadline, "recv")
+            return frame.message
+        frame = await self._wait(
+            self._retrying(lambda: self._next_frame(crc), deadline), deadline, "recv"
+        )
+        return frame.message
 
     async def recv_many(
         self, max_messages: int = 1024, timeout: float | None = None, *, crc: bool | None = None
@@ -379,22 +593,172 @@ class Connection:
         """
         deadline = _deadline(timeout)
         view = writable_view(buffer)
-        return await self._wait(self._next_into(view, crc), deadline, "recv")
+        if not self._settings.reconnect:
+            size = self._take_into(view, crc)  # a message already here: no await
+            if size is not None:
+                return size
+        return await self._wait(
+            self._retrying(lambda: self._next_into(view, crc), deadline), deadline, "recv"
+        )
+
+    def _take_into(self, view: memoryview, crc: bool | None) -> int | None:
+        """Copy the next message into ``view`` if it is here; its size, or None (no await)."""
+        protocol = self._protocol
+        try:
+            size = self._core.next_message_into(view, crc, direct=False)
+        except NpipesError as exc:
+            self._after_error(exc)
+            protocol.took()  # a dropped message frees its share of the budget too
+            raise
+        if size is not None:
+            protocol.took()
+        return size
 
     async def _next_into(self, view: memoryview, crc: bool | None) -> int:
-        core = self._core
         protocol = self._protocol
         while True:
-            try:
-                size = core.next_message_into(view, crc, direct=False)
-            except NpipesError:
-                self._after_error()
-                protocol.took()  # a dropped message frees its share of the budget too
-                raise
+            size = self._take_into(view, crc)
             if size is not None:
-                protocol.took()
                 return size
             await protocol.wait_readable()
+
+    # -- reconnecting (reconnect=True; rules in _reconnect) ----------------------
+
+    async def _retrying(
+        self,
+        call: Callable[[], Awaitable[_T]],
+        deadline: Deadline,
+        generation: int | None = None,
+    ) -> _T:
+        """Await ``call()``; with ``reconnect=True``, reconnect and await it again while
+        it fails because the peer is gone. ``generation``: a first attempt already
+        failed on that connection (reconnect before calling)."""
+        backoff = _reconnect.Backoff()
+        if generation is not None:
+            backoff.pause()  # the first reconnect is at once
+            await self._reconnect(deadline, generation)
+        while True:
+            generation = self._generation
+            try:
+                return await call()
+            except ConnectionClosedError as exc:
+                if not self._may_reconnect(exc):
+                    raise
+            pause, left = backoff.pause(), deadline.remaining()
+            if pause:
+                await asyncio.sleep(pause if left is None else max(0.0, min(pause, left)))
+            await self._reconnect(deadline, generation)
+
+    def _may_reconnect(self, exc: BaseException) -> bool:
+        return (
+            self._settings.reconnect
+            and not self._closed_here
+            and self._fatal_core is not self._core
+            and _reconnect.peer_gone(exc)
+        )
+
+    async def _reconnect(self, deadline: Deadline, generation: int) -> None:
+        """Connect again and swap the new transport in, unless another task already
+        did since ``generation``. The caller's timeout bounds the whole wait."""
+        async with self._reconnect_lock:
+            if self._generation != generation:
+                return  # another task reconnected since this call's attempt
+            fresh = await self._connect_again(deadline)
+            # No await from here on: the swap is atomic for the other tasks.
+            old_transport, old_protocol, old_core = self._transport, self._protocol, self._core
+            self._transport, self._protocol = fresh._transport, fresh._protocol
+            self._core, self._peer = fresh._core, fresh._peer
+            self._owed.reset()
+            self._generation += 1
+            self.reconnects += 1
+            old_core.close("the connection was replaced by a reconnect")
+            old_protocol.closed_locally()
+            old_transport.abort()  # wakes calls still waiting on it: they retry
+            if self._closed_here:  # aclose() from another task while reconnecting
+                self.abort()
+                raise self._core.closed_error()
+            log.info(
+                "reconnected to %r (%s); reconnect number %d",
+                self.name,
+                self.address,
+                self.reconnects,
+            )
+
+    async def _connect_again(self, deadline: Deadline) -> Connection:
+        """A new connection to the same listener, tried with backoff until ``deadline``."""
+        last: BaseException | None = None
+        for delay in _reconnect.delays():
+            if self._closed_here:
+                raise self._core.closed_error()
+            try:
+                return await _open(_reconnect.attempt_settings(self._settings), deadline)
+            except _reconnect.RETRY_ERRORS as exc:
+                last = exc
+            except PipeTimeoutError as exc:
+                raise self._core_error(_reconnect.gave_up(deadline.timeout, last)) from exc
+            left = deadline.remaining()
+            if left is not None and left <= 0:
+                raise self._core_error(_reconnect.gave_up(deadline.timeout, last)) from last
+            await asyncio.sleep(delay if left is None else min(delay, left))
+        raise AssertionError("unreachable")  # pragma: no cover - delays() never ends
+
+    # -- objects: JSON text and pickles ----------------------------------------
+
+    @property
+    def allow_pickle(self) -> bool:
+        """Whether :meth:`recv_pyobj` may unpickle (``allow_pickle=True`` at connect/listen)."""
+        return self._settings.allow_pickle
+
+    async def send_json(
+        self, obj: object, *, timeout: float | None = None, crc: bool | None = None
+    ) -> None:
+        """Send ``obj`` as one JSON text message (UTF-8; any language can read it).
+
+        Raises:
+            TypeError: ``obj`` holds something JSON cannot express; nothing sent.
+            As :meth:`send` otherwise.
+        """
+        await self.send(encode_json(obj), timeout=timeout, crc=crc)
+
+    async def recv_json(self, timeout: float | None = None, *, crc: bool | None = None) -> Any:
+        """Receive one message and return its JSON value (text, or UTF-8 bytes).
+
+        Raises:
+            ProtocolError: the message was not JSON (that message only; the
+                connection stays usable). As :meth:`recv` otherwise.
+        """
+        return decode_json(await self.recv(timeout, crc=crc))
+
+    async def send_pyobj(
+        self,
+        obj: object,
+        *,
+        timeout: float | None = None,
+        crc: bool | None = None,
+        protocol: int | None = None,
+    ) -> None:
+        """Send ``obj`` pickled, as one binary message (``protocol``: the pickle
+        protocol, default the highest). The receiver needs ``allow_pickle=True``.
+
+        Raises:
+            TypeError: ``obj`` cannot be pickled; nothing sent. As :meth:`send` otherwise.
+        """
+        await self.send(encode_pickle(obj, protocol), timeout=timeout, crc=crc)
+
+    async def recv_pyobj(self, timeout: float | None = None, *, crc: bool | None = None) -> Any:
+        """Receive one pickled message and return the object.
+
+        Unpickling runs code the sender chose, so this works only on a connection
+        opened with ``allow_pickle=True``; use it with a peer you trust (your own
+        user, ``allowed_uids``, an ``authkey``).
+
+        Raises:
+            PickleNotAllowedError: no ``allow_pickle=True``; nothing was received.
+            ProtocolError: the message was not a pickle (that message only).
+            As :meth:`recv` otherwise.
+        """
+        check_pickle_allowed(self._settings.allow_pickle)
+        return decode_pickle(await self.recv(timeout, crc=crc))
 
     # -- the authkey handshake --------------------------------------------------
 
@@ -471,6 +835,7 @@ class Connection:
                 (checked before anything is closed).
         """
         flush = _deadline(flush_timeout)
+        self._closed_here = True
         if self._closed_in_forked_child():
             return
         core = self._core
@@ -491,6 +856,7 @@ class Connection:
 
     def abort(self) -> None:
         """Close at once, dropping anything not yet sent (idempotent)."""
+        self._closed_here = True
         if self._closed_in_forked_child():
             return
         self._core.close()
@@ -538,6 +904,7 @@ def _protocol_factory(settings: Settings, address: str) -> Callable[[], _StreamP
             name=settings.name,
             address=address,
             authenticating=settings.authkey is not None,
+            subscription=settings.subscription,
         )
     )
 
@@ -600,7 +967,7 @@ class Listener:
                 transport, protocol, peer = await self._raw.accept(factory)
         except TimeoutError as exc:
             raise PipeTimeoutError(
-                f"no client connected to {self.address} within {timeout} s",
+                f"no client connected to {self.address} within {seconds(timeout)}",
                 timeout=timeout,
                 name=self.name,
                 address=self.address,
@@ -648,8 +1015,11 @@ async def connect(
     name: str, *, timeout: float | None = None, **options: Unpack[ConnectOptions]
 ) -> Connection:
     """Connect to ``name``; the options and errors are those of :func:`npipes.connect`."""
-    settings = _check_framing(connect_settings(name, options))
-    deadline = Deadline(timeout)
+    return await _open(_check_framing(connect_settings(name, options)), Deadline(timeout))
+
+
+async def _open(settings: Settings, deadline: Deadline) -> Connection:
+    """Connect with checked ``settings`` (also how a reconnect connects again)."""
     try:
         transport, protocol, peer = await open_connection(
             settings.address,
@@ -672,4 +1042,7 @@ def _deadline(timeout: float | None) -> Deadline:
     return NO_DEADLINE if timeout is None else Deadline(timeout)
 
 
+from ._aio_pubsub import Publisher, publish, subscribe  # noqa: E402 - it imports this module
 from ._aio_server import Server, serve  # noqa: E402 - it imports this module
+
+__all__ += ["Publisher", "publish", "subscribe"]

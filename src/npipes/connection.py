@@ -10,16 +10,19 @@ wait for that lock.
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Self, Unpack, final
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar, Unpack, final
 
-from . import _backend
-from ._deadline import NO_DEADLINE, Deadline
+from . import _backend, _reconnect
+from ._control import OwedReplies, check_reply, reply_consumed
+from ._deadline import NO_DEADLINE, Deadline, seconds
 from ._frame import DEFAULT_MAX_MESSAGE_SIZE
+from ._objects import check_pickle_allowed, decode_json, decode_pickle, encode_json, encode_pickle
 from ._options import (
     ConnectOptions,
     ListenOptions,
@@ -39,10 +42,12 @@ __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Connection", "Listener", "connect", "lis
 
 log = logging.getLogger("npipes")
 
+_T = TypeVar("_T")
+
 
 def _lock_timeout(what: str, deadline: Deadline) -> PipeTimeoutError:
     return PipeTimeoutError(
-        f"{what} timed out after {deadline.timeout} s waiting for another thread's {what}",
+        f"{what} timed out after {seconds(deadline.timeout)} waiting for another thread's {what}",
         timeout=deadline.timeout,
     )
 
@@ -53,6 +58,8 @@ def _acquire(lock: threading.Lock, deadline: Deadline) -> bool:
     A wait longer than ``threading.TIMEOUT_MAX`` (about 49.7 days on Windows)
     raises OverflowError, so a long deadline is waited for in slices.
     """
+    if deadline is NO_DEADLINE:
+        return lock.acquire()
     while True:
         left = deadline.remaining_lock()
         if left < 0:
@@ -119,10 +126,23 @@ class Connection:
             name=settings.name,
             address=self.address,
             authenticating=settings.authkey is not None,
+            subscription=settings.subscription,
         )
         self._authkey_side = authkey_side
+        self._auto_reconnect: Final = settings.reconnect
+        self.reconnects = 0
+        """How many times this connection reconnected (``reconnect=True``)."""
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
+        # request(): one at a time, and the replies owed to callers that gave up.
+        self._request_lock = threading.Lock()
+        self._owed = OwedReplies()
+        # reconnect=True: one reconnect at a time; the generation tells a thread whose
+        # call failed on an older stream that another thread already reconnected.
+        self._reconnect_lock = threading.Lock()
+        self._generation = 0
+        self._fatal_core: ConnectionCore | None = None  # broken by an error that never reconnects
+        self._closing = threading.Event()  # close() ends a reconnect's backoff wait
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -149,6 +169,7 @@ class Connection:
         rule(exc)
         if core.state is not State.OPEN:
             self._stream.close()
+            self._note_fatal(exc)
         if (
             self._closed_here
             and type(exc) is not ConnectionClosedError
@@ -157,9 +178,16 @@ class Connection:
             # close() from another thread ended this call: say so, whatever the OS said.
             raise core.closed_error() from exc
 
-    def _decoded_error(self) -> None:
+    def _decoded_error(self, exc: BaseException) -> None:
         if self._core.state is not State.OPEN:
             self._stream.close()
+            self._note_fatal(exc)
+
+    def _note_fatal(self, exc: BaseException) -> None:
+        """Remember that an error other than "peer gone" broke the current connection:
+        with ``reconnect=True`` its later calls raise instead of reconnecting."""
+        if self._core.state is State.BROKEN and not _reconnect.peer_gone(exc):
+            self._fatal_core = self._core
 
     # -- sending ------------------------------------------------------------
 
@@ -181,7 +209,11 @@ class Connection:
             ConnectionClosedError: the peer is gone, or this connection is closed.
         """
         deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
-        self._write((self._core.encode(data, crc),), deadline)
+        if not self._auto_reconnect:
+            self._write_one(self._core.encode(data, crc), deadline)
+            return
+        # A send that did not complete is sent again once reconnected (at-least-once).
+        self._retrying(lambda: self._write((self._core.encode(data, crc),), deadline), deadline)
 
     def send_many(
         self,
@@ -205,12 +237,113 @@ class Connection:
             connection (``partial``).
         """
         deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
-        writes, count = self._core.encode_many(messages, crc)
-        if writes:
-            self._write(writes, deadline)
-        return count
+        if self._settings.reconnect:
+            messages = list(messages)  # sent again whole after a reconnect
 
-    def _write(self, writes: Iterable[Sequence[Buffer]], deadline: Deadline) -> None:
+        def send_batch() -> int:
+            writes, count = self._core.encode_many(messages, crc)
+            if writes:
+                self._write(writes, deadline)
+            return count
+
+        if not self._auto_reconnect:
+            return send_batch()
+        return self._retrying(send_batch, deadline)
+
+    def request(
+        self, message: Payload, *, timeout: float | None = None, crc: bool | None = None
+    ) -> bytes | str:
+        """Send ``message`` and receive its reply, as one operation.
+
+        For a peer that answers every message with exactly one reply, in order
+        (``npipes.serve(..., respond=func)``, an echo server). Threads sharing a
+        connection may call it at once: requests take turns and each caller gets
+        its own reply. A caller that gives up after its request went out (a
+        timeout, Ctrl+C) leaves the connection consistent: its reply, when it
+        comes, is skipped by the next request instead of being handed to it. Do
+        not mix ``request`` with ``recv`` on the same connection.
+
+        With ``reconnect=True``, a request whose reply did not arrive because the
+        peer went away is sent again on the new connection (at-least-once: the
+        peer may have handled it before it died).
+
+        Args:
+            message: as for :meth:`send`.
+            timeout: seconds for the whole call (waiting for other threads'
+                requests, sending, reconnecting, the reply), or None.
+            crc: send the request with a CRC-32 and require one on the reply;
+                None uses the connection's setting.
+        Returns:
+            The reply: ``str`` for text, ``bytes`` for binary.
+        Raises:
+            RemoteError: the peer's respond function raised; the connection stays usable.
+            PipeTimeoutError: no reply within ``timeout``. If the request went out,
+                its late reply is skipped by the next request.
+            ChecksumError: the reply's CRC-32 was wrong, or missing with ``crc=True``
+                (that reply is used up; the connection stays usable).
+            As :meth:`send` and :meth:`recv` otherwise.
+        """
+        deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
+        lock = self._request_lock
+        if not _acquire(lock, deadline):
+            raise self._core_annotated(_lock_timeout("request", deadline))
+        try:
+            return self._retrying(lambda: self._request_once(message, deadline, crc), deadline)
+        finally:
+            lock.release()
+
+    def _request_once(self, message: Payload, deadline: Deadline, crc: bool | None) -> bytes | str:
+        owed = self._owed
+        self._write((self._core.encode(message, crc),), deadline, owed)  # counts it as sent
+        lock = self._recv_lock
+        if not _acquire(lock, deadline):
+            raise self._core_annotated(_lock_timeout("recv", deadline))
+        try:
+            while True:
+                stale = owed.stale()
+                try:
+                    # A stale reply needs no CRC (one that is present is still checked).
+                    reply = self._receive(deadline, False if stale else crc)
+                except BaseException as exc:
+                    if not reply_consumed(exc):
+                        raise
+                    owed.taken()  # an error in that reply's place used it up
+                    if stale and self._core.state is State.OPEN:
+                        continue
+                    raise
+                owed.taken()
+                if not stale:
+                    return check_reply(reply)
+                # A stale reply (an error reply included) is dropped unread.
+        finally:
+            lock.release()
+
+    def _write_one(self, buffers: Sequence[Buffer], deadline: Deadline) -> None:
+        """Write one frame: :meth:`_write`'s rules, without its batch bookkeeping (the hot path)."""
+        lock = self._send_lock
+        if deadline is NO_DEADLINE:
+            lock.acquire()
+        elif not _acquire(lock, deadline):
+            raise self._core_annotated(_lock_timeout("send", deadline))
+        try:
+            core = self._core
+            if core.state is not State.OPEN or core.send_ended or core.subscription:
+                core.check_sending()
+            try:
+                self._stream.send(buffers, deadline)
+            except BaseException as exc:
+                self._io_failed(exc, core.send_failed)
+                raise
+        finally:
+            lock.release()
+
+    def _write(
+        self,
+        writes: Iterable[Sequence[Buffer]],
+        deadline: Deadline,
+        owed: OwedReplies | None = None,
+    ) -> None:
+        """Write the frames in ``writes``; each that went out whole counts in ``owed`` (request)."""
         lock = self._send_lock
         if not _acquire(lock, deadline):
             raise self._core_annotated(_lock_timeout("send", deadline))
@@ -222,6 +355,10 @@ class Connection:
             for buffers in writes:
                 try:
                     send(buffers, deadline)
+                    if owed is not None:
+                        # No call in between: a Ctrl+C lands before (the send counts as
+                        # interrupted: the connection closes) or after it is counted.
+                        owed.owed += 1
                 except BaseException as exc:
                     if started and isinstance(exc, PipeTimeoutError):
                         exc.partial = True  # earlier messages of the batch went out
@@ -256,26 +393,54 @@ class Connection:
             ConnectionClosedError: the peer closed the connection;
                 :class:`IncompleteMessageError` if it did so mid-message.
         """
+        if timeout is None and not self._auto_reconnect:  # the hot path
+            lock = self._recv_lock
+            lock.acquire()
+            try:
+                return self._receive(NO_DEADLINE, crc)
+            finally:
+                lock.release()
         deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
+        if not self._auto_reconnect:
+            return self._recv_locked(deadline, crc)
+        return self._retrying(lambda: self._recv_locked(deadline, crc), deadline)
+
+    def _recv_locked(self, deadline: Deadline, crc: bool | None) -> bytes | str:
         lock = self._recv_lock
         if not _acquire(lock, deadline):
             raise self._core_annotated(_lock_timeout("recv", deadline))
         try:
-            return self._receive(deadline, crc).message
+            return self._receive(deadline, crc)
         finally:
             lock.release()
 
-    def _receive(self, deadline: Deadline, crc: bool | None) -> Frame:
-        core = self._core
-        while True:
-            try:
-                frame = core.next_frame(crc)
-            except NpipesError:
-                self._decoded_error()
-                raise
-            if frame is not None:
-                return frame
+    def _next_frame(self, crc: bool | None) -> Frame | None:
+        """The core's general path: the next frame, None if more bytes are needed, or
+        its error (closing the stream if the error broke the connection)."""
+        try:
+            return self._core.next_frame(crc)
+        except NpipesError as exc:
+            self._decoded_error(exc)
+            raise
+
+    def _receive_frame(self, deadline: Deadline, crc: bool | None) -> Frame:
+        """The next message as a Frame (its CRC flag too: ``serve(respond=)`` replies alike)."""
+        while (frame := self._next_frame(crc)) is None:
             self._read_once(deadline)
+        return frame
+
+    def _receive(self, deadline: Deadline, crc: bool | None) -> bytes | str:
+        """The next message: the core's fast path for whole simple frames, its general
+        one (errors, large or partial frames) otherwise, reading as needed."""
+        core = self._core
+        message = core.take_message(crc)
+        while message is None:
+            frame = self._next_frame(crc)
+            if frame is not None:
+                return frame.message
+            self._read_once(deadline)
+            message = core.take_message(crc)
+        return message
 
     def _read_once(self, deadline: Deadline) -> None:
         """One read from the stream into the core; errors go through the core's rule."""
@@ -310,16 +475,22 @@ class Connection:
         if max_messages < 1:
             raise ValueError("max_messages must be at least 1")
         deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
-        lock = self._recv_lock
-        if not _acquire(lock, deadline):
-            raise self._core_annotated(_lock_timeout("recv", deadline))
-        try:
-            messages = [self._receive(deadline, crc).message]
-            if max_messages > 1:
-                messages += self._core.take_ready(max_messages - 1, crc)
-            return messages
-        finally:
-            lock.release()
+
+        def receive() -> list[bytes | str]:
+            lock = self._recv_lock
+            if not _acquire(lock, deadline):
+                raise self._core_annotated(_lock_timeout("recv", deadline))
+            try:
+                messages = [self._receive(deadline, crc)]
+                if max_messages > 1:
+                    messages += self._core.take_ready(max_messages - 1, crc)
+                return messages
+            finally:
+                lock.release()
+
+        if not self._auto_reconnect:
+            return receive()
+        return self._retrying(receive, deadline)
 
     def recv_into(
         self, buffer: Buffer, *, timeout: float | None = None, crc: bool | None = None
@@ -336,7 +507,21 @@ class Connection:
                 was consumed, so ``recv()`` can still take it.
         """
         view = writable_view(buffer)
+        if timeout is None and not self._auto_reconnect:  # the hot path
+            lock = self._recv_lock
+            lock.acquire()
+            try:
+                size = self._core.take_message_into(view, crc)
+            finally:
+                lock.release()
+            if size is not None:
+                return size
         deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
+        if not self._auto_reconnect:
+            return self._recv_into_locked(view, deadline, crc)
+        return self._retrying(lambda: self._recv_into_locked(view, deadline, crc), deadline)
+
+    def _recv_into_locked(self, view: memoryview, deadline: Deadline, crc: bool | None) -> int:
         lock = self._recv_lock
         if not _acquire(lock, deadline):
             raise self._core_annotated(_lock_timeout("recv", deadline))
@@ -346,8 +531,8 @@ class Connection:
             while True:
                 try:
                     size = core.next_message_into(view, crc)
-                except NpipesError:
-                    self._decoded_error()
+                except NpipesError as exc:
+                    self._decoded_error(exc)
                     raise
                 if size is not None:
                     return size
@@ -357,6 +542,152 @@ class Connection:
             if core.state is not State.OPEN:
                 stream.close()
             lock.release()
+
+    # -- reconnecting (reconnect=True; rules in _reconnect) ----------------------
+
+    def _retrying(self, call: Callable[[], _T], deadline: Deadline) -> _T:
+        """Run ``call``; with ``reconnect=True``, reconnect and run it again while
+        it fails because the peer is gone (within ``deadline``)."""
+        backoff = _reconnect.Backoff()
+        while True:
+            generation = self._generation
+            try:
+                return call()
+            except ConnectionClosedError as exc:
+                if not self._may_reconnect(exc):
+                    raise
+            pause, left = backoff.pause(), deadline.remaining()
+            if pause:
+                self._closing.wait(pause if left is None else max(0.0, min(pause, left)))
+            self._reconnect(deadline, generation)
+
+    def _may_reconnect(self, exc: BaseException) -> bool:
+        return (
+            self._settings.reconnect
+            and not self._closed_here
+            and self._fatal_core is not self._core
+            and _reconnect.peer_gone(exc)
+        )
+
+    def _reconnect(self, deadline: Deadline, generation: int) -> None:
+        """Connect again and swap the new stream in, unless another thread already did
+        since ``generation``. Called with no direction lock held (it takes both)."""
+        if not _acquire(self._reconnect_lock, deadline):
+            raise self._core_annotated(_lock_timeout("reconnect", deadline))
+        try:
+            if self._generation != generation:
+                return  # another thread reconnected since this call's attempt
+            fresh = self._connect_again(deadline)
+            try:
+                if not _acquire(self._send_lock, deadline):
+                    raise self._core_annotated(_lock_timeout("send", deadline))
+                try:
+                    if not _acquire(self._recv_lock, deadline):
+                        raise self._core_annotated(_lock_timeout("recv", deadline))
+                    try:
+                        old = self._stream
+                        self._stream, self._core = fresh._stream, fresh._core
+                        fresh._closed_here = True  # its stream is ours now
+                        self._owed.reset()
+                        self._generation += 1
+                        self.reconnects += 1
+                    finally:
+                        self._recv_lock.release()
+                finally:
+                    self._send_lock.release()
+            except BaseException:
+                if not fresh._closed_here:
+                    fresh.close()
+                raise
+            old.close()
+            if self._closed_here:  # close() from another thread while reconnecting
+                self._core.close()
+                self._stream.close()
+                raise self._core.closed_error()
+            log.info(
+                "reconnected to %r (%s); reconnect number %d",
+                self.name,
+                self.address,
+                self.reconnects,
+            )
+        finally:
+            self._reconnect_lock.release()
+
+    def _connect_again(self, deadline: Deadline) -> Connection:
+        """A new connection to the same listener, tried with backoff until ``deadline``."""
+        last: BaseException | None = None
+        for delay in _reconnect.delays():
+            if self._closed_here:
+                raise self._core.closed_error()
+            try:
+                return _open(_reconnect.attempt_settings(self._settings), deadline)
+            except _reconnect.RETRY_ERRORS as exc:
+                last = exc
+            except PipeTimeoutError as exc:
+                raise self._core_annotated(_reconnect.gave_up(deadline.timeout, last)) from exc
+            left = deadline.remaining()
+            if left is not None and left <= 0:
+                raise self._core_annotated(_reconnect.gave_up(deadline.timeout, last)) from last
+            self._closing.wait(delay if left is None else min(delay, left))
+        raise AssertionError("unreachable")  # pragma: no cover - delays() never ends
+
+    # -- objects: JSON text and pickles ----------------------------------------
+
+    @property
+    def allow_pickle(self) -> bool:
+        """Whether :meth:`recv_pyobj` may unpickle (``allow_pickle=True`` at connect/listen)."""
+        return self._settings.allow_pickle
+
+    def send_json(
+        self, obj: object, *, timeout: float | None = None, crc: bool | None = None
+    ) -> None:
+        """Send ``obj`` as one JSON text message (UTF-8; any language can read it).
+
+        Raises:
+            TypeError: ``obj`` holds something JSON cannot express; nothing sent.
+            As :meth:`send` otherwise.
+        """
+        self.send(encode_json(obj), timeout=timeout, crc=crc)
+
+    def recv_json(self, timeout: float | None = None, *, crc: bool | None = None) -> Any:
+        """Receive one message and return its JSON value (text, or UTF-8 bytes).
+
+        Raises:
+            ProtocolError: the message was not JSON (that message only; the
+                connection stays usable). As :meth:`recv` otherwise.
+        """
+        return decode_json(self.recv(timeout, crc=crc))
+
+    def send_pyobj(
+        self,
+        obj: object,
+        *,
+        timeout: float | None = None,
+        crc: bool | None = None,
+        protocol: int | None = None,
+    ) -> None:
+        """Send ``obj`` pickled, as one binary message (``protocol``: the pickle
+        protocol, default the highest). The receiver needs ``allow_pickle=True``.
+
+        Raises:
+            TypeError: ``obj`` cannot be pickled; nothing sent. As :meth:`send` otherwise.
+        """
+        self.send(encode_pickle(obj, protocol), timeout=timeout, crc=crc)
+
+    def recv_pyobj(self, timeout: float | None = None, *, crc: bool | None = None) -> Any:
+        """Receive one pickled message and return the object.
+
+        Unpickling runs code the sender chose, so this works only on a connection
+        opened with ``allow_pickle=True``; use it with a peer you trust (your own
+        user, ``allowed_uids``, an ``authkey``).
+
+        Raises:
+            PickleNotAllowedError: no ``allow_pickle=True``; nothing was received.
+            ProtocolError: the message was not a pickle (that message only).
+            As :meth:`recv` otherwise.
+        """
+        check_pickle_allowed(self._settings.allow_pickle)
+        return decode_pickle(self.recv(timeout, crc=crc))
 
     # -- the authkey handshake --------------------------------------------------
 
@@ -410,6 +741,45 @@ class Connection:
         finally:
             lock.release()
 
+    def poll(self, timeout: float | None = 0.0) -> bool:
+        """Whether :meth:`recv` would return without blocking, waiting up to ``timeout``.
+
+        True for a whole message (already decoded, or arrived), the end of the
+        stream, an error to report, or a closed connection: the rule of
+        :func:`npipes.wait`, which this calls. A partial message is not enough;
+        what arrived stays queued for ``recv``. False at once while another
+        thread is in ``recv`` and nothing is queued (``timeout`` 0).
+
+        Args:
+            timeout: seconds to wait, 0 (the default) to check, None to wait for ever.
+        """
+        from ._wait import wait  # _wait imports this module
+
+        return bool(wait((self,), timeout))
+
+    def fileno(self) -> int:
+        """The socket's file descriptor (POSIX), for ``selectors`` and other event loops.
+
+        Readable means bytes (or the end of the stream) arrived, not that a
+        whole message did: call :meth:`poll` to know whether ``recv`` would
+        block. Do not read from it yourself.
+
+        Raises:
+            io.UnsupportedOperation: on Windows (named pipes have no descriptor;
+                use :func:`npipes.wait`), and for FIFO connections.
+            ConnectionClosedError: the connection's stream is closed.
+        """
+        stream = self._stream
+        if not isinstance(stream, _backend.WaitableStream):
+            raise io.UnsupportedOperation(
+                "a FIFO connection has no single descriptor to watch; use its reader's"
+                " recv(timeout=...)"
+            )
+        fd = stream.fileno()
+        if fd < 0:
+            raise self._core.closed_error()
+        return fd
+
     def __iter__(self) -> Iterator[bytes | str]:
         """Yield messages until the peer closes the connection cleanly."""
         while True:
@@ -429,6 +799,7 @@ class Connection:
         if self._closed_here:
             return
         self._closed_here = True
+        self._closing.set()
         self._core.close()
         self._stream.close()
 
@@ -479,6 +850,21 @@ class Listener:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def fileno(self) -> int:
+        """The listening socket's file descriptor (POSIX): readable when a client
+        is queued, for ``selectors`` and other event loops (then call :meth:`accept`).
+
+        Raises:
+            io.UnsupportedOperation: on Windows (use :func:`npipes.wait`).
+            ConnectionClosedError: the listener is closed.
+        """
+        if self._closed:
+            raise self._settings.annotate(ConnectionClosedError("the listener is closed"))
+        raw = self._raw
+        if not isinstance(raw, _backend.WaitableListener):
+            raise io.UnsupportedOperation("this listener has no descriptor; use npipes.wait")
+        return raw.fileno()
 
     def accept(self, timeout: float | None = None) -> Connection:
         """Wait for the next client and return its connection.
@@ -593,7 +979,22 @@ def connect(
         timeout: seconds for the whole connect (including waiting for the
             listener and the authkey handshake), or None.
         options: see :class:`npipes.ConnectOptions`: ``crc``, ``framing``,
-            ``max_message_size``, ``authkey``, ``wait_for_listener``, ``allowed_uids``.
+            ``max_message_size``, ``authkey``, ``wait_for_listener``, ``allowed_uids``,
+            ``reconnect``.
+
+    With ``reconnect=True``, when the peer goes away (its process ended, or it
+    closed the connection) the next ``send``/``recv``/``request`` connects again,
+    trying with backoff (10 ms doubling to 1 s) for as long as that call's
+    timeout allows (None: as long as it takes), and runs the authkey handshake
+    again. A send that did not complete is sent again (at-least-once); a request
+    whose reply did not come is sent again. Not covered: a message that a send
+    completed (it sat in the OS buffer) is lost if the peer dies before reading
+    it, and a send that reconnects drops what the old peer sent that was not
+    received yet. :attr:`Connection.reconnects` counts reconnections; each is
+    logged at INFO on the ``npipes`` logger. ``close()`` never reconnects, nor
+    does an error that is not "peer gone" (ProtocolError, ChecksumError,
+    MessageTooLargeError, a timeout): a connection such an error broke stays closed.
+
     Raises:
         TypeError, ValueError: a bad option, at once.
         PipeNotFoundError: nobody listens on ``name`` (and not waiting).
@@ -603,8 +1004,11 @@ def connect(
         InvalidPipeNameError: ``name`` breaks a naming rule.
         AuthenticationError: the keys did not match (a ``PermissionError``).
     """
-    settings = connect_settings(name, options)
-    deadline = Deadline(timeout)
+    return _open(connect_settings(name, options), Deadline(timeout))
+
+
+def _open(settings: Settings, deadline: Deadline) -> Connection:
+    """Connect with checked ``settings`` (also how a reconnect connects again)."""
     try:
         stream = _backend.connect(
             settings.address,

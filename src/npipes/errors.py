@@ -10,7 +10,8 @@ exception a caller would naturally catch, so ``except TimeoutError`` or
     ├── MessageTooLargeError     (ValueError)       above max_message_size
     ├── BufferTooSmallError      (ValueError)       recv_into() buffer shorter than the message
     ├── ConnectionClosedError    (ConnectionError)  the peer, or you, closed it
-    │   └── IncompleteMessageError                  closed in the middle of a frame
+    │   ├── IncompleteMessageError                  closed in the middle of a frame
+    │   └── SlowSubscriberError                     dropped by a publisher: fell behind
     ├── PipeTimeoutError         (TimeoutError)     a deadline passed
     ├── PipeNotFoundError        (FileNotFoundError) nobody listens on that name
     ├── PipeInUseError           (FileExistsError)  somebody already listens on that name
@@ -18,7 +19,9 @@ exception a caller would naturally catch, so ``except TimeoutError`` or
     ├── InvalidPipeNameError     (ValueError)       the name breaks a naming rule
     ├── PipePermissionError      (PermissionError)  the OS or the peer check said no
     │   └── AuthenticationError                     a handshake key did not match
-    └── PipeOSError              (OSError)          any other OS error (EMFILE, ...)
+    ├── PipeOSError              (OSError)          any other OS error (EMFILE, ...)
+    ├── RemoteError              (RuntimeError)     the peer's respond function raised
+    └── PickleNotAllowedError    (PermissionError)  recv_pyobj without allow_pickle=True
 
 Errors translated from an OS error (every ``OSError`` subclass above) keep its
 ``errno``, ``strerror`` and ``filename``, and ``winerror`` for a Windows error,
@@ -42,6 +45,7 @@ __all__ = [
     "InvalidPipeNameError",
     "MessageTooLargeError",
     "NpipesError",
+    "PickleNotAllowedError",
     "PipeBusyError",
     "PipeInUseError",
     "PipeNotFoundError",
@@ -49,6 +53,8 @@ __all__ = [
     "PipePermissionError",
     "PipeTimeoutError",
     "ProtocolError",
+    "RemoteError",
+    "SlowSubscriberError",
     "translate_os_error",
     "translate_winerror",
 ]
@@ -133,6 +139,13 @@ class IncompleteMessageError(ConnectionClosedError):
     """The peer went away in the middle of a message; that message is lost."""
 
 
+class SlowSubscriberError(ConnectionClosedError):
+    """The publisher disconnected this subscriber because it fell behind: its
+    queue at the publisher passed ``max_queue`` bytes. Messages published after
+    that are lost to it; subscribe again, and read faster (or raise the
+    publisher's ``max_queue``, or publish with ``on_slow="block"``)."""
+
+
 class PipeTimeoutError(NpipesError, TimeoutError):
     """A deadline passed before the operation finished.
 
@@ -187,6 +200,40 @@ class PipeOSError(NpipesError, OSError):
     It keeps the OS error's ``errno``, ``strerror`` (and ``winerror`` on a
     Windows error), so a caller can still tell the causes apart; the original
     exception is also its ``__cause__``.
+    """
+
+
+class RemoteError(NpipesError, RuntimeError):
+    """The peer's ``respond`` function raised while handling this request.
+
+    The server logged it and kept the connection open: the next request works.
+
+    Attributes:
+        remote_type: the name of the exception class raised on the peer's side.
+        remote_message: its message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        remote_type: str = "",
+        remote_message: str = "",
+        name: str | None = None,
+        address: str | None = None,
+    ):
+        super().__init__(message, name=name, address=address)
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+
+
+class PickleNotAllowedError(NpipesError, PermissionError):
+    """``recv_pyobj`` on a connection made without ``allow_pickle=True``.
+
+    Unpickling runs code chosen by the sender, so it is off unless you trust
+    the peer (same user, ``allowed_uids``, ``authkey``) and opt in. Nothing
+    was received: use ``recv()`` or ``recv_json()``, or connect/listen with
+    ``allow_pickle=True``.
     """
 
 

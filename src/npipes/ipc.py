@@ -40,7 +40,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self, TypeVar, final
 
-from ._deadline import Deadline
+from ._backend import PeerInfo
+from ._deadline import Deadline, seconds
 from ._frame import DEFAULT_MAX_MESSAGE_SIZE
 from ._framings import get_codec
 from ._protocol import ITEM_COST, READ_AHEAD
@@ -233,6 +234,13 @@ class IPC:
     def message(self) -> bytes | str | None:
         """The last message received (None before the first)."""
         return self._message
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        """Who is at the other end now (pid, uid, gid where the OS tells), or None
+        while no peer is connected (the IPC connects or listens again as needed)."""
+        conn = self._state.get("conn")
+        return conn.peer if isinstance(conn, Connection) else None
 
     def send_message(self, message: Payload, crc: bool = False) -> None:
         """Send ``message`` (``str`` arrives as ``str``, bytes as ``bytes``).
@@ -477,7 +485,7 @@ class IPC:
 
     def _timed_out(self, exc: PipeTimeoutError, what: str, hint: str) -> PipeTimeoutError:
         return PipeTimeoutError(
-            f"{what} on {self.name!r} within the IPC's timeout of {self.timeout} s ({hint})",
+            f"{what} on {self.name!r} within the IPC's timeout of {seconds(self.timeout)} ({hint})",
             timeout=self.timeout,
             partial=exc.partial,
             name=self.name,

@@ -11,6 +11,12 @@ once per try. ``close()`` stops accepting, closes clients not yet in their
 handler, gives running handlers up to a deadline to finish, then closes their
 connections so blocked handlers end too. A handler's exception is logged
 (logger ``npipes.server``), never printed, and the server keeps serving.
+
+``serve(name, respond=func)`` runs a built-in handler on the same machinery:
+it answers each message with ``func(message)`` (the rules, shared with
+asyncio, are in ``_respond``). A worker waiting for its next request is idle:
+``close()`` closes it at once, and lets a ``func`` already running finish and
+send its reply.
 """
 
 from __future__ import annotations
@@ -20,19 +26,25 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Final, Self, Unpack, final
+from typing import TYPE_CHECKING, Final, Self, Unpack, final
 
-from ._deadline import Deadline
+from ._deadline import NO_DEADLINE, Deadline
 from ._options import ListenOptions
 from ._protocol import HANDSHAKE_TIMEOUT
+from ._respond import check_handler_choice, error_reply, reply_crc, reply_value
 from .connection import Connection, Listener, listen
 from .errors import ConnectionClosedError, NpipesError
 
-__all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "Server", "serve"]
+if TYPE_CHECKING:
+    from ._frame import Frame
+
+__all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "Respond", "Server", "serve"]
 
 log = logging.getLogger("npipes.server")
 
 Handler = Callable[[Connection], object]
+Respond = Callable[[bytes | str], object]
+"""A respond function: takes a message, returns the reply (``str`` or bytes-like)."""
 
 DEFAULT_HANDSHAKE_TIMEOUT: Final = HANDSHAKE_TIMEOUT  # one default, the core's
 """Seconds a client of a server with an ``authkey`` has to complete the handshake."""
@@ -114,14 +126,18 @@ class Server:
     def __init__(
         self,
         listener: Listener,
-        handler: Handler,
+        handler: Handler | None,
         max_connections: int,
         *,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
         idle_timeout: float | None = None,
+        respond: Respond | None = None,
     ) -> None:
+        check_handler_choice(handler, respond)
         self.listener: Final = listener
-        self._handler = handler
+        self._respond = respond
+        self._handler: Handler = self._respond_loop if handler is None else handler
+        self._responding: set[Connection] = set()  # respond workers inside func or its reply
         self._handshake_timeout = handshake_timeout
         self._idle_timeout = idle_timeout
         self._slots = threading.BoundedSemaphore(max_connections)
@@ -156,7 +172,8 @@ class Server:
                 return
             try:
                 self._accept_one()
-            except (NpipesError, OSError) as exc:  # NpipesError: ConnectionClosedError...
+            # NpipesError: ConnectionClosedError...; RuntimeError: no thread (RLIMIT_NPROC)
+            except (NpipesError, OSError, RuntimeError) as exc:
                 self._slots.release()
                 if self._stopped.is_set() or self.listener.closed:
                     return
@@ -221,6 +238,84 @@ class Server:
                 self._handling.discard(conn)
             self._slots.release()
 
+    # -- respond=: the built-in handler ----------------------------------------
+
+    def _respond_loop(self, conn: Connection) -> None:
+        """Answer each request on ``conn`` with one reply, in order, until it ends."""
+        while True:
+            try:
+                with conn._recv_lock:  # recv()'s lock, for the frame's CRC flag
+                    frame: Frame = conn._receive_frame(NO_DEADLINE, None)
+            except ConnectionClosedError:
+                return  # the client left, or close() ended the wait for its next request
+            except NpipesError as exc:
+                if conn.closed:  # a message too large, framing broken: the client's fault
+                    log.info("closed a client of %s: %s", self.address, exc)
+                    return
+                # That message only (a bad CRC-32, text not UTF-8): its reply says so.
+                log.warning("a request to %s was dropped: %s", self.address, exc)
+                if not self._send_error(conn, exc, None):
+                    return
+                continue
+            with self._lock:
+                if self._stopped.is_set():
+                    return  # close() began: no new request is started
+                self._responding.add(conn)
+            try:
+                if not self._answer(conn, frame):
+                    return
+            finally:
+                with self._lock:
+                    self._responding.discard(conn)
+            if self._stopped.is_set():
+                return
+
+    def _answer(self, conn: Connection, frame: Frame) -> bool:
+        """Run the respond function on one request and send its reply; False if
+        ``conn`` was closed instead (its framing cannot carry an error reply)."""
+        assert self._respond is not None
+        crc = reply_crc(frame.crc)
+        try:
+            value = self._respond(frame.message)
+        except Exception as exc:
+            log.exception("the respond function failed for a client of %s", self.address)
+            return self._send_error(conn, exc, crc)
+        except BaseException as exc:
+            # KeyboardInterrupt, SystemExit: not an error to report; it ends this
+            # connection (no reply) and goes on out of the worker, as from any thread.
+            log.error(
+                "the respond function raised %s for a client of %s: connection closed",
+                type(exc).__name__,
+                self.address,
+            )
+            raise
+        try:
+            conn.send(reply_value(value), crc=crc)
+        except (TypeError, ValueError) as exc:  # not a reply, or not for this framing: not sent
+            if conn.closed:
+                raise
+            log.error("the respond function of %s returned a bad reply: %s", self.address, exc)
+            return self._send_error(conn, exc, crc)
+        return True
+
+    def _send_error(self, conn: Connection, exc: BaseException, crc: bool | None) -> bool:
+        """Send the error reply for ``exc``; False if the connection was closed instead."""
+        reply = error_reply(exc, conn._settings.codec, conn._core.max_message_size)
+        if reply is not None:
+            try:
+                conn.send(reply, crc=crc)
+                return True
+            except (TypeError, ValueError):  # a codec of the user's that cannot send it
+                if conn.closed:
+                    raise
+        log.warning(
+            "closed a client of %s: its framing (%s) cannot carry an error reply",
+            self.address,
+            conn.framing,
+        )
+        conn.close()
+        return False
+
     def serve_forever(self) -> None:
         """Block until the server is closed; Ctrl+C closes it gracefully, then re-raises."""
         try:
@@ -263,6 +358,8 @@ class Server:
         with self._lock:
             workers = [worker for worker in self._workers if worker is not me]
             waiting = [conn for conn in self._workers.values() if conn not in self._handling]
+            if self._respond is not None:  # between requests: nothing to let finish either
+                waiting += [c for c in self._handling if c not in self._responding]
         for conn in waiting:
             conn.close()  # no handler runs for it yet: nothing to let finish
         deadline = Deadline(timeout)  # one budget for all handlers
@@ -288,19 +385,41 @@ class Server:
 
 def serve(
     name: str,
-    handler: Handler,
+    handler: Handler | None = None,
     *,
+    respond: Respond | None = None,
     max_connections: int = 64,
     handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     idle_timeout: float | None = None,
     **options: Unpack[ListenOptions],
 ) -> Server:
-    """Listen on ``name`` and call ``handler(conn)`` in its own thread for each client.
+    """Listen on ``name`` and serve each client in its own thread: ``handler(conn)``,
+    or ``respond(message)`` for each message.
 
     Returns at once with the server running in the background; the connection
     is closed when the handler returns. Options are those of :func:`npipes.listen`.
 
     Args:
+        handler: called with each client's connection (positional).
+        respond: instead of a handler (exactly one of the two): called with each
+            message a client sends; its return value (``str`` or bytes-like) is
+            sent back as the reply, in order, on that connection. The reply
+            carries a CRC-32 when the request did, or when the server has
+            ``crc=True``. An exception in ``respond`` is logged (logger
+            ``npipes.server``, with the address) and sent to that client as an
+            error reply, which its ``request()`` raises as :class:`RemoteError`
+            (``remote_type``, ``remote_message``); so is a return value that is
+            not a reply (None, other types, or bytes starting with the error
+            reply prefix). The connection and the server keep serving. A
+            ``KeyboardInterrupt``/``SystemExit`` from ``respond`` is not
+            reported: it closes that connection without a reply and ends its
+            worker thread as it would any thread. A request dropped on arrival
+            (a bad CRC-32) also gets an error reply. The ``lines``, ``npipes1``
+            and ``dotnet`` framings deliver only text, so they cannot carry an
+            error reply: there the connection is closed instead. ``close()``
+            ends connections waiting for their next request at once and lets
+            a ``respond`` call under way finish and send its reply (up to its
+            timeout).
         max_connections: clients served at once (in their handshake, first-message
             wait or handler); more clients wait in the OS queue.
         handshake_timeout: with ``authkey``, seconds a client has to complete the
@@ -312,7 +431,10 @@ def serve(
             slowloris client is closed too). None (the default) starts the handler
             at once and waits as long as the handler does: keep None for protocols
             where the server speaks first, set it when clients are not trusted.
+    Raises:
+        TypeError: both or neither of ``handler`` and ``respond``, before listening.
     """
+    check_handler_choice(handler, respond)
     _check_server_options(max_connections, handshake_timeout, idle_timeout)
     listener = listen(name, **options)
     return Server(
@@ -321,4 +443,5 @@ def serve(
         max_connections,
         handshake_timeout=handshake_timeout,
         idle_timeout=idle_timeout,
+        respond=respond,
     )

@@ -23,8 +23,10 @@ import os
 from collections.abc import Callable, Generator
 from typing import Any
 
+from npipes import _frame
 from npipes._auth import MAX_HANDSHAKE_MESSAGE, accept_side, connect_side
-from npipes._frame import READ_BUFFER_SIZE, FrameDecoder
+from npipes._crc import crc32
+from npipes._frame import _HEADER, _TRAILER, READ_BUFFER_SIZE, SMALL_FRAME, FrameDecoder
 from npipes._framings import (
     DotnetCodec,
     LinesCodec,
@@ -636,6 +638,91 @@ def _v1_harness(data: bytes) -> None:
     )
 
 
+# -- the C accelerator against the pure fast paths ----------------------------------------
+
+
+def _load_speedups() -> Any:
+    """The C module (configured), or None where it is not built: the differential harness
+    then runs the pure functions alone (their own invariants only)."""
+    try:
+        from npipes import _speedups  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return None
+    _speedups.configure(crc32)
+    return _speedups
+
+
+_SPEEDUPS = _load_speedups()
+_MAX_SIZES = (None, 0, 16, 64, SMALL_FRAME, SMALL_FRAME + 1, 2**63 - 1, 2**63, 2**64, 2**80)
+
+
+def _outcome(func: Callable[..., Any], *args: Any) -> Any:
+    """A call's result with the type of every part, or its exception's type and text."""
+    try:
+        result = func(*args)
+    except (ValueError, TypeError, UnicodeError) as exc:
+        return ("raised", type(exc), str(exc))
+    if isinstance(result, tuple | list):
+        return type(result), [(type(v), v) for v in result]
+    return type(result), result
+
+
+def _same(name: str, *args: Any) -> None:
+    pure = _outcome(getattr(_frame, "pure_" + name), *args)
+    if _SPEEDUPS is not None:
+        fast = _outcome(getattr(_SPEEDUPS, name), *args)
+        if fast != pure:
+            raise Finding(f"C {name}{args!r:.300} gave {fast!r:.300}, pure {pure!r:.300}")
+
+
+def _speedups_harness(data: bytes) -> None:
+    """C == pure (npipes._speedups vs npipes._frame.pure_*) for parse_frame, parse_frames
+    and encode_small(_many) on one buffer the input builds: raw bytes and frames with
+    any header fields (right or wrong CRC, TEXT flag on any bytes), then several ranges,
+    limits and max_size values; and encoding of payloads the input gives (bytes and str)."""
+    inp = _Input(data)
+    setup = inp.byte()
+    require_crc = bool(setup & 1)
+    max_size = _MAX_SIZES[(setup >> 1) % len(_MAX_SIZES)]
+    buf = bytearray()
+    payloads: list[object] = []
+    for _ in range(64):
+        if not inp.more():
+            break
+        op = inp.byte() % 6
+        if op == 5:  # the buffer is complete: the rest of the input picks ranges
+            break
+        if op == 0:  # raw bytes
+            buf += inp.take(inp.byte())
+        elif op in (1, 2):  # a frame: flags from the input, right (1) or input-given (2) CRC
+            flags = inp.byte()
+            payload = inp.take(inp.byte())
+            header = _HEADER.pack(b"NP", 1, flags & 0x03 if op == 1 else flags, 0, len(payload))
+            trailer = _TRAILER.pack(crc32(payload)) if flags & 1 else b""
+            if op == 2 and flags & 1:
+                trailer = inp.take(4)
+            buf += header + payload + trailer
+            payloads.append(payload)
+        elif op == 3:  # a header with any length field (huge ones included)
+            buf += _HEADER.pack(b"NP", 1, inp.byte() & 3, 0, int.from_bytes(inp.take(8), "little"))
+        elif op == 4:  # a payload to encode, as bytes or as the str it may be
+            payload = inp.take(inp.u16() % (SMALL_FRAME + 2))
+            text = payload.decode("utf-8", "surrogateescape" if inp.byte() & 1 else "replace")
+            payloads += [payload, text]
+    n = len(buf)
+    for _ in range(1 + inp.byte() % 4):
+        start = inp.u16() % (n + 2)
+        end = n if inp.byte() & 1 else inp.u16() % (n + 2)
+        _same("parse_frame", buf, start, end, max_size, require_crc)
+        _same("parse_frame", memoryview(buf), start, end, max_size, require_crc)
+        for limit in (0, 1, inp.byte() % 8, 2**70):
+            _same("parse_frames", buf, start, end, max_size, require_crc, limit)
+    for crc in (False, True):
+        _same("encode_small_many", payloads, crc, max_size)
+        for payload in payloads[:8]:
+            _same("encode_small", payload, crc, max_size)
+
+
 HARNESSES: dict[str, Callable[[bytes], None]] = {
     "frame_v1": _v1_harness,
     "multiprocessing_stream": _decoder_harness(
@@ -650,6 +737,7 @@ HARNESSES: dict[str, Callable[[bytes], None]] = {
     "lines": _decoder_harness(LinesCodec(), False, "utf-8"),
     "dotnet": _decoder_harness(DotnetCodec(), False, "utf-16-le"),
     "core": _core_harness,
+    "speedups": _speedups_harness,
 }
 """Harness name (also its corpus directory's name) -> function taking the fuzzer's bytes."""
 

@@ -184,6 +184,43 @@ def core_seeds() -> dict[str, bytes]:
     return seeds
 
 
+def speedups_seeds() -> dict[str, bytes]:
+    """Programs of the differential harness (harnesses._speedups_harness): setup byte
+    (bit 0 require_crc, the rest picks max_size), then ops 0 raw, 1 frame (right CRC),
+    2 frame (any flags, CRC from the input), 3 header with any length, 4 payload to encode,
+    5 end; then ranges and limits."""
+
+    def frame(op: int, flags: int, payload: bytes, trailer: bytes = b"") -> bytes:
+        return bytes([op, flags, len(payload)]) + payload + trailer
+
+    def encode(payload: bytes, surrogates: bool) -> bytes:
+        return bytes([4]) + struct.pack("<H", len(payload)) + payload + bytes([surrogates])
+
+    ranges = bytes([5, 3, 0, 0, 1, 2, 16, 0, 0, 5, 0, 0, 0, 40, 0, 2])
+    utf8 = "héllo \U0001f600".encode()
+    return {
+        "valid": bytes([0])
+        + frame(1, 0, b"abc")
+        + frame(1, 1, b"crc")
+        + frame(1, 2, utf8)
+        + frame(1, 3, utf8)
+        + ranges,
+        "require-crc": bytes([1]) + frame(1, 1, b"x" * 64) + frame(1, 0, b"y") + ranges,
+        "bad": bytes([2])
+        + frame(2, 1, b"bad crc", b"\0\0\0\0")
+        + frame(2, 2, b"\xff\xfe")
+        + frame(2, 0x84, b"flags")
+        + ranges,
+        "huge-length": bytes([4]) + bytes([3, 1]) + b"\xff" * 8 + frame(1, 0, b"a") + ranges,
+        "raw": bytes([6, 0, 20]) + b"NP\x01\x00" + b"\x00" * 16 + ranges,
+        "encode": bytes([8])
+        + encode(b"abc", False)
+        + encode(b"a\xed\xa0\x80", True)
+        + encode("é".encode() * 40, False)
+        + bytes([5, 0]),
+    }
+
+
 def main() -> None:
     names = [
         "frame_v1",
@@ -197,6 +234,7 @@ def main() -> None:
     ]
     all_seeds = {name: decoder_seeds(name) for name in names}
     all_seeds["core"] = core_seeds()
+    all_seeds["speedups"] = speedups_seeds()
     for name, seeds in all_seeds.items():
         directory = CORPUS / name
         directory.mkdir(parents=True, exist_ok=True)

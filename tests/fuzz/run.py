@@ -55,6 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     env["PYTHONPATH"] = os.pathsep.join(
         [str(HERE.parents[1] / "src"), *filter(None, [env.get("PYTHONPATH")])]
     )
+    accelerated = subprocess.run(
+        [sys.executable, "-c", "import npipes._accel as a; print(a.ACCELERATED)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    # The decoders run with the C accelerator when it is built for this interpreter (the
+    # speedups harness then compares it with the pure code), else pure Python only.
+    _say(f"npipes._accel.ACCELERATED={accelerated}")
     failed = []
     for name in args.only or HARNESSES:
         work = Path(tempfile.mkdtemp(prefix=f"npipes-fuzz-{name}-"))

@@ -1,56 +1,13 @@
 // A client for npipes' framing="dotnet": the StreamString helper of Microsoft's
-// named-pipe sample ("How to: Use Named Pipes for Network Interprocess
-// Communication"): a 2-byte big-endian byte count, then the string in UTF-16LE.
+// named-pipe sample (../Shared/Npipes.cs): a 2-byte big-endian byte count, then the
+// string in UTF-16LE.
 //
-//   dotnet run -- NAME MESSAGE...   sends each MESSAGE, prints each reply on a line
+//   StreamStringClient NAME MESSAGE...   sends each MESSAGE, prints each reply on a line
 //
-// The npipes side: npipes.listen(NAME, framing="dotnet") (see ../README.md).
+// NAME: the .NET pipe name ("demo"; \\.\pipe\demo on Windows). On Linux/macOS .NET
+// makes it the socket $TMPDIR/CoreFxPipe_demo: the npipes side uses dotnet=True.
 using System;
 using System.IO;
-using System.IO.Pipes;
-using System.Security.Principal;
-using System.Text;
-
-/// <summary>Microsoft's StreamString, with two fixes that keep the same bytes on the
-/// wire: ReadString loops until it has the whole string (the sample trusts one Read),
-/// and WriteString refuses a string over 65535 bytes (the sample cuts it silently,
-/// sending a length that no longer matches the bytes that follow).</summary>
-public class StreamString
-{
-    private readonly Stream ioStream;
-    private readonly UnicodeEncoding streamEncoding = new(bigEndian: false, byteOrderMark: false, throwOnInvalidBytes: true);
-
-    public StreamString(Stream ioStream) => this.ioStream = ioStream;
-
-    public string ReadString()
-    {
-        int hi = ioStream.ReadByte(), lo = ioStream.ReadByte();
-        if (hi < 0) throw new EndOfStreamException("the peer closed the connection");
-        if (lo < 0) throw new EndOfStreamException("the stream ended inside a length");
-        int len = hi * 256 + lo;
-        byte[] inBuffer = new byte[len];
-        for (int got = 0; got < len;)
-        {
-            int n = ioStream.Read(inBuffer, got, len - got);
-            if (n == 0) throw new EndOfStreamException("the stream ended inside a string");
-            got += n;
-        }
-        return streamEncoding.GetString(inBuffer);
-    }
-
-    public int WriteString(string outString)
-    {
-        byte[] outBuffer = streamEncoding.GetBytes(outString);
-        int len = outBuffer.Length;
-        if (len > UInt16.MaxValue)
-            throw new ArgumentException($"{len} bytes of UTF-16: at most {UInt16.MaxValue} fit a message");
-        ioStream.WriteByte((byte)(len / 256));
-        ioStream.WriteByte((byte)(len & 255));
-        ioStream.Write(outBuffer, 0, len);
-        ioStream.Flush();
-        return outBuffer.Length + 2;
-    }
-}
 
 static class Program
 {
@@ -61,25 +18,26 @@ static class Program
             Console.Error.WriteLine("usage: StreamStringClient NAME MESSAGE...");
             return 2;
         }
-        string name = args[0].StartsWith(@"\\.\pipe\", StringComparison.OrdinalIgnoreCase) ? args[0][9..] : args[0];
         try
         {
-            var level = OperatingSystem.IsWindows() ? TokenImpersonationLevel.Identification : TokenImpersonationLevel.None;
-            using var pipe = new NamedPipeClientStream(".", name, PipeDirection.InOut, PipeOptions.None, level);
-            pipe.Connect(5000);
-            var ss = new StreamString(pipe);
-            using var stdout = Console.OpenStandardOutput();
-            foreach (string message in args[1..])
+            using (var pipe = Pipes.Connect(args[0], 30000))
+            using (var stdout = Console.OpenStandardOutput())
             {
-                ss.WriteString(message);
-                byte[] line = Encoding.UTF8.GetBytes(ss.ReadString() + "\n");
-                stdout.Write(line, 0, line.Length);
+                var ss = new StreamString(pipe);
+                for (int i = 1; i < args.Length; i++)
+                {
+                    ss.WriteString(args[i]);
+                    string reply = ss.ReadString();
+                    if (reply == null) throw new EndOfStreamException("the peer closed the connection");
+                    Pipes.PrintLine(stdout, reply);
+                }
+                return 0;
             }
-            return 0;
         }
-        catch (Exception e) when (e is IOException or TimeoutException or ArgumentException)
+        catch (Exception e) when (e is IOException || e is TimeoutException || e is UnauthorizedAccessException
+            || e is ArgumentException)
         {
-            Console.Error.WriteLine($"StreamStringClient: {e.Message}");
+            Console.Error.WriteLine("StreamStringClient: " + e.Message);
             return 1;
         }
     }

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import sys
 
-from ._base import ListenOptions, PeerInfo, RawListener, RawStream
+from ._base import ListenOptions, PeerInfo, RawListener, RawStream, WaitableListener, WaitableStream
 
 if sys.platform == "win32":
-    from .windows import connect, listen
+    from .windows import connect, listen, wait_any
 else:
-    from .unix import connect, listen
+    from .unix import connect, listen, wait_any
 
 HAS_FIFO = sys.platform != "win32"
 """Whether this OS has FIFOs (``npipes.fifo``)."""
 
-__all__ = ["HAS_FIFO", "ListenOptions", "PeerInfo", "RawListener", "RawStream", "connect", "listen"]
+__all__ = [
+    "HAS_FIFO",
+    "ListenOptions",
+    "PeerInfo",
+    "RawListener",
+    "RawStream",
+    "WaitableListener",
+    "WaitableStream",
+    "connect",
+    "listen",
+    "wait_any",
+]

@@ -15,7 +15,14 @@ if TYPE_CHECKING:
     from npipes._names import Address
     from npipes._types import Buffer
 
-__all__ = ["ListenOptions", "PeerInfo", "RawListener", "RawStream"]
+__all__ = [
+    "ListenOptions",
+    "PeerInfo",
+    "RawListener",
+    "RawStream",
+    "WaitableListener",
+    "WaitableStream",
+]
 
 
 @final
@@ -114,6 +121,42 @@ class RawListener(Protocol):
 
     def close(self) -> None:
         """Stop listening and remove the endpoint; idempotent, thread-safe."""
+        ...
+
+
+@runtime_checkable
+class WaitableStream(Protocol):
+    """A stream ``npipes.wait`` can watch (Unix sockets, Windows pipes; not FIFOs).
+
+    ``npipes.wait`` decides readiness with the connection core; the stream
+    only says when bytes may have arrived and reads what is there without waiting.
+    """
+
+    def fileno(self) -> int:
+        """The descriptor to watch (POSIX); io.UnsupportedOperation on Windows."""
+        ...
+
+    def read_available(self, buffer: memoryview) -> int | None:
+        """Read what has arrived into ``buffer`` without waiting.
+
+        Returns:
+            The byte count, 0 at end of stream, None when nothing is there now.
+        Raises:
+            As ``recv_into`` (ConnectionClosedError, translated OS errors).
+        """
+        ...
+
+
+@runtime_checkable
+class WaitableListener(Protocol):
+    """A listener ``npipes.wait`` can watch."""
+
+    def fileno(self) -> int:
+        """The descriptor to watch (POSIX); io.UnsupportedOperation on Windows."""
+        ...
+
+    def client_waiting(self) -> bool:
+        """Whether ``accept`` would find a client now (without waiting)."""
         ...
 
 

@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, final
 
+from npipes._deadline import seconds
 from npipes.errors import (
     ConnectionClosedError,
     PipeNotFoundError,
@@ -118,7 +119,7 @@ class FifoStream:
                 raise translate_os_error(exc, "read", address=self._path) from exc
             if not poller.poll(wait_ms(deadline)) and deadline.expired():
                 raise PipeTimeoutError(
-                    f"recv timed out after {deadline.timeout} s", timeout=deadline.timeout
+                    f"recv timed out after {seconds(deadline.timeout)}", timeout=deadline.timeout
                 )
 
     def send(self, buffers: Sequence[Buffer], deadline: Deadline) -> None:

@@ -32,6 +32,7 @@ import fcntl
 import math
 import os
 import select
+import selectors
 import socket
 import stat
 import struct
@@ -43,6 +44,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final, final
 
+from npipes._deadline import Deadline, seconds
 from npipes._names import SUN_PATH_MAX
 from npipes.errors import (
     ConnectionClosedError,
@@ -55,10 +57,9 @@ from npipes.errors import (
     translate_os_error,
 )
 
-from ._base import ListenOptions, PeerInfo
+from ._base import ListenOptions, PeerInfo, WaitableListener, WaitableStream
 
 if TYPE_CHECKING:
-    from npipes._deadline import Deadline
     from npipes._names import Address
     from npipes._types import Buffer
 
@@ -140,7 +141,7 @@ def _poll(sock: socket.socket | int, events: int, deadline: Deadline, what: str)
     while not poller.poll(wait_ms(deadline)):
         if deadline.expired():
             raise PipeTimeoutError(
-                f"{what} timed out after {deadline.timeout} s", timeout=deadline.timeout
+                f"{what} timed out after {seconds(deadline.timeout)}", timeout=deadline.timeout
             )
 
 
@@ -254,6 +255,13 @@ class UnixStream:
             raise  # a TimeoutError is an OSError: keep it (and its ``partial``) as it is
         except (OSError, ValueError) as exc:
             raise self._error(exc, "send") from exc
+
+    def read_available(self, buffer: memoryview) -> int | None:
+        """Read what arrived without waiting: a count, 0 at end, None if nothing (npipes.wait)."""
+        try:
+            return self.recv_into(buffer, Deadline(0))
+        except PipeTimeoutError:
+            return None
 
     def close(self) -> None:
         if self._closed:
@@ -514,6 +522,7 @@ class UnixListener:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._waiters = 0
+        self._wait_threads: set[int] = set()  # threads whose wait_any counts in _waiters
         self._lock_fd = self._wake_r = self._wake_w = -1
         self._sock: socket.socket | None = None
         self._inode = -1
@@ -641,6 +650,43 @@ class UnixListener:
                 if self._waiters == 0 and self.closed:
                     self._close_wake()
 
+    def fileno(self) -> int:
+        """The listening socket's descriptor: readable when a client is queued (npipes.wait)."""
+        return self.listening_socket.fileno()
+
+    def client_waiting(self) -> bool:
+        """Whether a client is queued (the listening socket is readable); False once closed."""
+        if self._closed:
+            return False
+        poller = select.poll()  # not select(): descriptors past FD_SETSIZE (1024) are common
+        try:
+            poller.register(self.listening_socket, select.POLLIN)
+        except (OSError, ValueError):
+            return False  # closed from another thread meanwhile
+        return bool(poller.poll(0))
+
+    def _start_wait(self) -> list[int] | None:
+        """For wait_any: the descriptors to watch (the socket, and the wake-up pipe
+        that close() writes to), or None once closed. Pair with :meth:`_end_wait`."""
+        me = threading.get_ident()
+        with self._lock:
+            if self._closed:
+                return None
+            self._waiters += 1
+            self._wait_threads.add(me)
+            return [self.listening_socket.fileno(), self._wake_r]
+
+    def _end_wait(self) -> None:
+        """End this thread's :meth:`_start_wait` (a no-op if it started none)."""
+        me = threading.get_ident()
+        with self._lock:
+            if me not in self._wait_threads:
+                return
+            self._wait_threads.discard(me)
+            self._waiters -= 1
+            if self._waiters == 0 and self._closed:
+                self._close_wake()
+
     def _raise_if_closed(self, exc: BaseException | None = None) -> None:
         if self._closed:
             raise ConnectionClosedError("the listener was closed", address=self._address) from exc
@@ -648,7 +694,7 @@ class UnixListener:
     def _raise_if_expired(self, deadline: Deadline) -> None:
         if deadline.expired():
             raise PipeTimeoutError(
-                f"no client connected to {self._address} within {deadline.timeout} s",
+                f"no client connected to {self._address} within {seconds(deadline.timeout)}",
                 timeout=deadline.timeout,
                 address=self._address,
             )
@@ -869,7 +915,7 @@ def connect(
                     raise
         except PipeTimeoutError as exc:  # pragma: no cover - only from the EINPROGRESS wait
             raise PipeTimeoutError(
-                f"connect to {path} timed out after {deadline.timeout} s",
+                f"connect to {path} timed out after {seconds(deadline.timeout)}",
                 timeout=deadline.timeout,
                 address=path,
             ) from exc
@@ -897,7 +943,7 @@ def connect_failed(
     path = address.path
     if isinstance(exc, TimeoutError) or exc.errno == errno.ETIMEDOUT:
         raise PipeTimeoutError(
-            f"connect to {path} timed out after {deadline.timeout} s",
+            f"connect to {path} timed out after {seconds(deadline.timeout)}",
             timeout=deadline.timeout,
             address=path,
         ) from exc
@@ -908,8 +954,47 @@ def connect_failed(
         return
     if retry and wait_for_listener and exc.errno != errno.EAGAIN:
         raise PipeTimeoutError(
-            f"no listener appeared at {path} within {deadline.timeout} s",
+            f"no listener appeared at {path} within {seconds(deadline.timeout)}",
             timeout=deadline.timeout,
             address=path,
         ) from exc
     raise translate_os_error(exc, "connect", address=path) from exc
+
+
+def wait_any(items: Sequence[WaitableStream | WaitableListener], deadline: Deadline) -> list[int]:
+    """Wait until some of ``items`` may be ready (bytes, end of stream, a client); their indices.
+
+    ``[]`` once ``deadline`` passed. An item that cannot be watched any more (closed
+    by another thread) is returned at once: the caller's check finds it closed. A
+    listener's wake-up pipe is watched too, since closing a descriptor does not wake
+    a selector (a stream's close() shuts the socket down, which does). poll(), not
+    epoll: a close() right after the shutdown drops the event from an epoll set
+    before the waiting thread collects it (seen: the wait slept on).
+    """
+    reached = 0  # items[:reached] may count as a listener's waiter (_end_wait ends only those)
+    try:
+        with selectors.PollSelector() as selector:
+            for index, item in enumerate(items):
+                if isinstance(item, UnixListener):
+                    reached = index + 1  # before: a Ctrl+C as _start_wait returns is ended too
+                    fds = item._start_wait()
+                    if fds is None:
+                        return [index]
+                else:
+                    fds = [item.fileno()]
+                try:
+                    for fd in fds:
+                        selector.register(fd, selectors.EVENT_READ, index)
+                except (OSError, ValueError, KeyError):
+                    return [index]
+            while True:
+                left = deadline.remaining()
+                events = selector.select(None if left is None else min(left, _MAX_WAIT))
+                if events:
+                    return sorted({key.data for key, _ in events})
+                if deadline.expired():
+                    return []
+    finally:
+        for item in items[:reached]:
+            if isinstance(item, UnixListener):
+                item._end_wait()

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
+from npipes._deadline import seconds
 from npipes.errors import (
     ConnectionClosedError,
     NpipesError,
@@ -115,7 +116,7 @@ async def _finish_connect(  # pragma: no cover - after EINPROGRESS (BSD/macOS on
     except TimeoutError as exc:
         sock.close()
         raise PipeTimeoutError(
-            f"connect to {path} timed out after {deadline.timeout} s",
+            f"connect to {path} timed out after {seconds(deadline.timeout)}",
             timeout=deadline.timeout,
             address=path,
         ) from exc

@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import io
 import sys
 import threading
 import time
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, cast, final
 
 import pywintypes
 import win32api
@@ -48,6 +49,7 @@ import win32pipe
 import win32security
 import winerror
 
+from npipes._deadline import Deadline, seconds
 from npipes.errors import (
     ConnectionClosedError,
     InvalidPipeNameError,
@@ -59,10 +61,9 @@ from npipes.errors import (
     translate_winerror,
 )
 
-from ._base import ListenOptions, PeerInfo
+from ._base import ListenOptions, PeerInfo, WaitableListener, WaitableStream
 
 if TYPE_CHECKING:
-    from npipes._deadline import Deadline
     from npipes._names import Address
     from npipes._types import Buffer
 
@@ -81,10 +82,15 @@ __all__ = [
     "pipe_modes",
     "retry_open",
     "try_open_client",
+    "wait_any",
 ]
 
 _SLICE_MS: Final = 100  # longest uninterruptible wait (Ctrl+C latency)
-_PIPE_BUFFER: Final = 64 * 1024
+# The pipe's buffer holds one 64 KiB message with its frame (16-byte header, 4-byte
+# CRC): such a WriteFile completes at once instead of waiting for the reader
+# (issue 13: 0.59x -> 0.79x raw pywin32 at 64 KiB under Wine, with a read buffer
+# that also takes it whole).
+_PIPE_BUFFER: Final = 64 * 1024 + 64
 # Below this, header+payload+trailer go as one WriteFile: a copy is cheaper than
 # a second overlapped operation (measured under Wine: ~30 us per operation).
 _JOIN_LIMIT: Final = 256 * 1024
@@ -108,6 +114,9 @@ _EOF_ERRORS: Final = frozenset(
 )
 PIPE_REJECT_REMOTE_CLIENTS: Final = 0x00000008  # not exported by every pywin32 build
 FILE_FLAG_FIRST_PIPE_INSTANCE: Final = 0x00080000
+
+_ReadFile: Final = win32file.ReadFile
+_WriteFile: Final = win32file.WriteFile
 
 _kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
 _CancelIoEx = _kernel32.CancelIoEx
@@ -183,6 +192,14 @@ _UNISSUED: Final = 0xFFFF_FFFF  # not an NTSTATUS; the high half stays 0 as Inte
 def _arm(ov: Any) -> None:
     """Mark ``ov`` as not started; call right before issuing an operation with it."""
     ctypes.c_uint64.from_address(id(ov) + _OV_OFFSET).value = _UNISSUED
+
+
+def _internal_of(ov: Any) -> ctypes.c_uint64:
+    """``ov``'s ``Internal`` field, for a hot path to :func:`_arm` it with one store.
+
+    The ctypes object does not keep ``ov`` alive: the caller must.
+    """
+    return ctypes.c_uint64.from_address(id(ov) + _OV_OFFSET)
 
 
 def _started(ov: Any) -> bool:
@@ -337,11 +354,19 @@ class PipeStream:
         self._address = address
         self._read_ov = _new_overlapped()
         self._write_ov = _new_overlapped()
+        # Each OVERLAPPED's ``Internal``, to mark it unissued (``_arm``) without a
+        # ctypes lookup per call; valid as long as the OVERLAPPED (the stream's).
+        self._read_internal = _internal_of(self._read_ov)
+        self._write_internal = _internal_of(self._write_ov)
         self._stop = win32event.CreateEvent(None, True, False, None)
         self.message_mode = True
         """Reads keep pipe-message boundaries (see ``message_end``)."""
         self.message_end = True
         """Whether the last read ended a pipe message (False: ERROR_MORE_DATA)."""
+        self._wait_ov = _new_overlapped()  # npipes.wait's zero-byte read, apart from recv's
+        self._wait_buffer = win32file.AllocateReadBuffer(0)
+        self._wait_lock = threading.Lock()  # one zero-byte read at a time (waits in two threads)
+        self._wait_owner: int | None = None  # the thread whose wait started the pending read
         self._closed = False
 
     @property
@@ -357,7 +382,7 @@ class PipeStream:
 
     def _timeout(self, what: str, deadline: Deadline, *, partial: bool) -> PipeTimeoutError:
         return PipeTimeoutError(
-            f"{what} timed out after {deadline.timeout} s",
+            f"{what} timed out after {seconds(deadline.timeout)}",
             timeout=deadline.timeout,
             partial=partial,
             address=self._address,
@@ -392,19 +417,24 @@ class PipeStream:
             raise self._closed_error()
         view = buffer[:_MAX_IO] if buffer.nbytes > _MAX_IO else buffer  # a DWORD length
         ov = self._read_ov
+        internal = self._read_internal
+        handle = self._handle
         try:
             while True:
-                _arm(ov)
-                rc, _ = win32file.ReadFile(self._handle, view, ov)
+                internal.value = _UNISSUED  # _arm(ov)
+                rc, _ = _ReadFile(handle, view, ov)
                 if rc == _ERROR_IO_PENDING:
                     done = self._complete(ov, deadline)
                     if done is None:
                         if self._closed:
                             raise self._closed_error()
                         raise self._timeout("recv", deadline, partial=False)
-                else:  # 0 or ERROR_MORE_DATA: done already, no wait (half the cost)
-                    done = _finish(self._handle, ov)
-                got, more = done
+                    got, more = done
+                else:
+                    # 0 or ERROR_MORE_DATA: done already, no wait (half the cost). The
+                    # count is in the OVERLAPPED (InternalHigh): no GetOverlappedResult
+                    # call, and no exception for ERROR_MORE_DATA (the buffer filled first).
+                    got, more = ov.InternalHigh, rc == _ERROR_MORE_DATA
                 self.message_end = not more
                 if got:
                     return got
@@ -445,6 +475,13 @@ class PipeStream:
         """
         if self._closed:
             raise self._closed_error()
+        if all(type(b) is bytes for b in buffers):  # the common case: no views, one join
+            parts = cast("Sequence[bytes]", buffers)
+            total = sum(map(len, parts))
+            if total <= _JOIN_LIMIT:
+                if total:
+                    self._write_all(b"".join(parts) if len(parts) > 1 else parts[0], deadline)
+                return
         views = [memoryview(b).cast("B") for b in buffers]
         views = [v for v in views if v.nbytes]
         for v in views:
@@ -458,21 +495,32 @@ class PipeStream:
                 )
         if len(views) > 1 and sum(v.nbytes for v in views) <= _JOIN_LIMIT:
             views = [memoryview(b"".join(views))]  # one WriteFile, one pipe message
+        for view in views:
+            self._write_all(view, deadline)
+
+    def _write_all(self, data: bytes | memoryview, deadline: Deadline) -> None:
+        """Write all of ``data`` (at most ``_MAX_IO`` bytes), as one pipe message when
+        nothing cuts the write short (see :meth:`send` for the errors)."""
         ov = self._write_ov
+        handle = self._handle
+        size = len(data) if type(data) is bytes else memoryview(data).nbytes
         try:
-            for view in views:
-                while view.nbytes:
-                    rc, _ = win32file.WriteFile(self._handle, view, ov)
-                    if rc == _ERROR_IO_PENDING:
-                        done = self._complete(ov, deadline)
-                        if done is None:
-                            if self._closed:
-                                raise self._closed_error()
-                            raise self._timeout("send", deadline, partial=True)
-                        sent = done[0]
-                    else:
-                        sent, _ = _finish(self._handle, ov)
-                    view = view[sent:]
+            while True:
+                self._write_internal.value = _UNISSUED  # _arm(ov)
+                rc, _ = _WriteFile(handle, data, ov)
+                if rc == _ERROR_IO_PENDING:
+                    done = self._complete(ov, deadline)
+                    if done is None:
+                        if self._closed:
+                            raise self._closed_error()
+                        raise self._timeout("send", deadline, partial=True)
+                    sent = done[0]
+                else:  # done at once: the count is in the OVERLAPPED, no call needed
+                    sent = ov.InternalHigh
+                if sent >= size:
+                    return
+                data = memoryview(data).cast("B")[sent:]
+                size -= sent
         except pywintypes.error as exc:
             if self._closed:
                 raise self._closed_error() from exc
@@ -484,6 +532,71 @@ class PipeStream:
             if unsettled and _started(ov):
                 _settle(self._handle, ov)
             raise
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation(_NO_FILENO)
+
+    def read_available(self, buffer: memoryview) -> int | None:
+        """Read what arrived without waiting: a count, 0 at end, None if nothing (npipes.wait)."""
+        if self._closed:
+            raise self._closed_error()
+        try:
+            _, available, _ = win32pipe.PeekNamedPipe(self._handle, 0)
+        except pywintypes.error as exc:
+            if exc.winerror in _EOF_ERRORS:
+                return 0
+            raise _error(exc, "recv", self._address) from exc
+        if not available:
+            return None
+        try:  # the bytes are there: ReadFile completes at once
+            return self.recv_into(buffer, Deadline(0))
+        except PipeTimeoutError:
+            return None
+
+    def start_wait(self) -> list[Any] | None:
+        """Start a zero-byte read that completes when bytes (or the end) arrive.
+
+        It consumes nothing (a zero-length pipe message excepted, which means
+        nothing to a byte stream). Returns the events to wait on (then call
+        :meth:`end_wait`), None when it completed at once, [] while another
+        thread's wait has one pending (look again later). Checked under Wine 8:
+        completes with ERROR_MORE_DATA on arrival, ERROR_BROKEN_PIPE at the end.
+        """
+        me = threading.get_ident()
+        if not self._wait_lock.acquire(blocking=False):
+            return []
+        pending = False
+        try:
+            if self._closed:
+                return None
+            ov = self._wait_ov
+            _arm(ov)
+            try:
+                rc, _ = win32file.ReadFile(self._handle, self._wait_buffer, ov)
+            except pywintypes.error:
+                return None  # the end, or an error: read_available reports it
+            except BaseException:  # Ctrl+C as ReadFile returned: leave no read pending on ov
+                if _started(ov):
+                    _settle(self._handle, ov)
+                raise
+            pending = rc == _ERROR_IO_PENDING
+            if pending:
+                self._wait_owner = me  # from here on, end_wait (in this thread) ends it
+            return [ov.hEvent] if pending else None
+        finally:
+            if not pending:
+                self._wait_lock.release()
+
+    def end_wait(self) -> None:
+        """Cancel the zero-byte read of :meth:`start_wait` if it is still pending
+        (a no-op unless this thread's ``start_wait`` started one)."""
+        if self._wait_owner != threading.get_ident():
+            return
+        self._wait_owner = None
+        try:
+            _settle(self._handle, self._wait_ov)
+        finally:
+            self._wait_lock.release()
 
     def close(self) -> None:
         if self._closed:
@@ -575,6 +688,8 @@ class PipeListener:
             raise
         self._ready: Any = None  # a connected instance not yet handed out
         self._stop = win32event.CreateEvent(None, True, False, None)
+        self._wait_ov: Any = None  # npipes.wait's pending ConnectNamedPipe
+        self._wait_owner: int | None = None  # the thread whose wait started it
         self._closed = False
 
     @property
@@ -653,10 +768,94 @@ class PipeListener:
         if index == 1 or self._closed:
             raise ConnectionClosedError("the listener was closed", address=self._address)
         raise PipeTimeoutError(
-            f"no client connected to {self._address} within {deadline.timeout} s",
+            f"no client connected to {self._address} within {seconds(deadline.timeout)}",
             timeout=deadline.timeout,
             address=self._address,
         )
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation(_NO_FILENO)
+
+    def client_waiting(self) -> bool:
+        """Whether a connected client waits for ``accept``: one found by :meth:`start_wait`,
+        or one that connected to the waiting instance since (``accept`` then finds it
+        at once: ConnectNamedPipe answers ERROR_PIPE_CONNECTED). False while another
+        thread's ``accept`` holds the listener."""
+        if self._ready is not None:
+            return True
+        if not self._accept_lock.acquire(blocking=False):
+            return False
+        try:
+            pending = self._pending
+            return not self._closed and pending is not None and _client_present(pending)
+        finally:
+            self._accept_lock.release()
+
+    def start_wait(self) -> list[Any] | None:
+        """Start an overlapped ConnectNamedPipe for npipes.wait: the events to wait on,
+        None when done at once (a client is ``_ready``, or look again), [] when an
+        ``accept`` in another thread holds the listener (poll it later).
+
+        Holds the accept lock until :meth:`end_wait`, so an ``accept`` in another
+        thread waits for the wait; a connected client is kept for the next ``accept``.
+        """
+        me = threading.get_ident()
+        if not self._accept_lock.acquire(blocking=False):
+            return []
+        try:
+            if self._closed or self._ready is not None:
+                self._accept_lock.release()
+                return None
+            if self._pending is None:
+                self._pending = self._create_instance(first=False)
+            handle = self._pending
+            ov = _new_overlapped()
+            _arm(ov)
+            try:
+                rc = win32pipe.ConnectNamedPipe(handle, ov)
+            except pywintypes.error as exc:
+                if exc.winerror == _ERROR_NO_DATA:  # came and left: data may wait
+                    self._promote(handle)
+                else:
+                    self._replace(handle)
+                self._accept_lock.release()
+                return None
+            except BaseException:  # Ctrl+C as it returned: never leave ov pending, keep a client
+                if _abandon_connect(handle, ov):
+                    self._promote(handle)
+                else:
+                    self._keep_listening(handle)
+                raise
+            if rc != _ERROR_IO_PENDING:  # 0 or ERROR_PIPE_CONNECTED (event not signalled)
+                self._promote(handle)
+                self._accept_lock.release()
+                return None
+            self._wait_ov = ov
+            self._wait_owner = me  # from here on, end_wait (in this thread) ends it
+            return [ov.hEvent, self._stop]
+        except BaseException:
+            self._accept_lock.release()
+            raise
+
+    def end_wait(self) -> None:
+        """End :meth:`start_wait`'s accept (when it returned events): a client that
+        connected becomes ``_ready``; otherwise the instance keeps listening. A no-op
+        unless this thread's ``start_wait`` started one."""
+        ov = self._wait_ov
+        if ov is None or self._wait_owner != threading.get_ident():
+            return
+        self._wait_ov = self._wait_owner = None
+        handle = self._pending
+        try:
+            signalled = win32event.WaitForSingleObject(ov.hEvent, 0) == _WAIT_OBJECT_0
+            if _settle_connect(handle, ov):
+                self._promote(handle)
+            elif signalled and not self._closed:
+                self._replace(handle)  # the connect itself failed: a fresh instance
+            else:
+                self._keep_listening(handle)
+        finally:
+            self._accept_lock.release()
 
     def _keep_listening(self, handle: Any) -> None:
         """After a cancelled accept: ``handle`` stays the waiting instance (closed if we are)."""
@@ -697,6 +896,89 @@ class PipeListener:
         if not getattr(self, "_closed", True):
             warnings.warn(f"unclosed npipes listener {self._address!r}", ResourceWarning, 2)
             self.close()
+
+
+_NO_FILENO: Final = (
+    "a Windows named pipe has no file descriptor to select on; use npipes.wait(objects,"
+    " timeout) to wait for several connections and listeners, or conn.poll(timeout)"
+)
+_MAX_EVENTS: Final = 64  # MAXIMUM_WAIT_OBJECTS
+
+
+def wait_any(items: Sequence[WaitableStream | WaitableListener], deadline: Deadline) -> list[int]:
+    """Wait until some of ``items`` may be ready (bytes, end of stream, a client); their indices.
+
+    Each stream gets a zero-byte overlapped read, each listener an overlapped
+    ConnectNamedPipe; all are cancelled (a connected client kept) before
+    returning. ``[]`` once ``deadline`` passed. More than 64 events are waited
+    in helper threads of 63 each, sharing a stop event (WaitForMultipleObjects
+    takes at most 64 handles).
+    """
+    reached = 0  # items[:reached] may have an operation started (end_wait ends only those)
+    watched: list[tuple[int, list[Any]]] = []
+    ready: list[int] = []
+    busy = False
+    try:
+        for index, item in enumerate(items):
+            assert isinstance(item, PipeStream | PipeListener), "npipes.wait checks the types"
+            reached = index + 1  # before: a Ctrl+C as start_wait returns is still ended
+            events = item.start_wait()
+            if events is None:
+                ready.append(index)
+                break
+            if not events:
+                busy = True  # another thread's accept or wait holds it: look again soon
+                continue
+            watched.append((index, events))
+        if not ready:
+            if busy:
+                left = deadline.remaining()
+                deadline = Deadline(
+                    _SLICE_MS / 1000 if left is None else min(left, _SLICE_MS / 1000)
+                )
+            if _wait_events([event for _, events in watched for event in events], deadline):
+                ready = [
+                    index
+                    for index, events in watched
+                    if any(win32event.WaitForSingleObject(e, 0) == _WAIT_OBJECT_0 for e in events)
+                ]
+    finally:
+        for item in items[:reached]:
+            assert isinstance(item, PipeStream | PipeListener), "npipes.wait checks the types"
+            item.end_wait()
+    return ready
+
+
+def _wait_events(events: list[Any], deadline: Deadline) -> bool:
+    """Whether any of ``events`` was signalled before ``deadline`` (any number of them)."""
+    if not events:  # everything is busy in other threads: sleep (WaitForMultipleObjects refuses [])
+        while not deadline.expired():
+            left = deadline.remaining()
+            time.sleep(_SLICE_MS / 1000 if left is None else min(left, _SLICE_MS / 1000))
+        return False
+    if len(events) <= _MAX_EVENTS:
+        return _wait(events, deadline) >= 0
+    wake = win32event.CreateEvent(None, True, False, None)
+    stop = win32event.CreateEvent(None, True, False, None)
+    first, rest = events[: _MAX_EVENTS - 1], events[_MAX_EVENTS - 1 :]
+    step = _MAX_EVENTS - 1
+
+    def watch(chunk: list[Any]) -> None:
+        if win32event.WaitForMultipleObjects([stop, *chunk], False, win32event.INFINITE) != 0:
+            win32event.SetEvent(wake)
+
+    threads = [
+        threading.Thread(target=watch, args=(rest[at : at + step],), daemon=True)
+        for at in range(0, len(rest), step)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        return _wait([wake, *first], deadline) >= 0
+    finally:
+        win32event.SetEvent(stop)
+        for thread in threads:
+            thread.join()
 
 
 def listen(address: Address, options: ListenOptions) -> PipeListener:
@@ -782,14 +1064,15 @@ def retry_open(
     if exc.winerror == _ERROR_PIPE_BUSY:
         if deadline.expired():
             raise PipeBusyError(
-                f"every instance of {path} stayed busy for {deadline.timeout} s", address=path
+                f"every instance of {path} stayed busy for {seconds(deadline.timeout)}",
+                address=path,
             ) from exc
         return True
     if not wait_for_listener:
         raise _error(exc, "connect", path) from exc
     if deadline.expired():
         raise PipeTimeoutError(
-            f"no listener appeared at {path} within {deadline.timeout} s",
+            f"no listener appeared at {path} within {seconds(deadline.timeout)}",
             timeout=deadline.timeout,
             address=path,
         ) from exc
