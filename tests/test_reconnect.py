@@ -308,14 +308,19 @@ def test_aio_no_reconnect_after_aclose(pipe_name: str) -> None:
 
 
 @pytest.mark.parametrize("abrupt", [False, True], ids=["receiver-exits", "receiver-crashes"])
-def test_ipc_sender_keeps_working_across_receiver_restarts(pipe_name: str, abrupt: bool) -> None:
-    """A long-running IPC sender and a receiver that restarts 3 times (taking 10 messages
-    each): every send_message returns, and every message reached some receiver."""
+def test_ipc_sender_keeps_working_across_receiver_restarts(
+    pipe_name: str, abrupt: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A long-running IPC sender and a receiver that restarts 5 times (taking 10 messages
+    each): every send_message returns, every message reached some receiver, and each
+    new peer is counted in ``IPC.reconnects`` and logged at INFO, as with
+    ``connect(reconnect=True)``."""
     from npipes.ipc import IPC
 
     events: Any = CTX.Queue()
     events.got = []
-    restarts = 3
+    restarts = 5
+    caplog.set_level(logging.INFO, logger="npipes")
     procs = [start(reconnect_peers.ipc_receiver, pipe_name, events, 0, 10, abrupt)]
     _event(events, "ready")  # the first receiver listens; the sender connects to it
     errors: list[BaseException] = []
@@ -335,11 +340,18 @@ def test_ipc_sender_keeps_working_across_receiver_restarts(pipe_name: str, abrup
     thread.start()
     sent = [f"message {n}" for n in range(10 * (restarts + 1))]
     with IPC(pipe_name, timeout=WAIT) as ipc:
+        assert ipc.reconnects == 0
         for message in sent:
             ipc.send_message(message)
         thread.join(WAIT)
         assert not errors, errors
         _event(events, "done")
+        # At least one new peer per restart (more if the sender met a receiver that was
+        # already leaving: that is a reconnect too), and one INFO record each.
+        assert ipc.reconnects >= restarts
+        logged = [r for r in caplog.records if "met a new peer" in r.getMessage()]
+        assert len(logged) == ipc.reconnects
+        assert all(r.levelno == logging.INFO for r in logged)
     assert finish(procs[-1]) == 0
     received = [event[2] for event in events.got]
     assert sorted(received) == sorted(sent)  # acknowledged: each taken exactly once

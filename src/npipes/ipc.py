@@ -27,10 +27,16 @@ the message is handed to the OS, as in 1.x.
 If the peer goes away cleanly, the next call waits for a new peer on the same
 name (a listening side accepts again; a connecting side meets whoever comes
 next), so a long-running receiver keeps working across short-lived senders.
+This is ``connect(reconnect=True)``'s rule (wait with the call's deadline, send
+an unacknowledged message again to the next peer; ``reconnects`` counts, INFO on
+the ``npipes`` logger) done here rather than by the connection, because the
+acknowledgements must know when the peer changed, and because the side that
+waits for the new peer may be the listening one.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
@@ -66,6 +72,8 @@ __all__ = ["DEFAULT_NAME", "IPC", "rendezvous"]
 
 DEFAULT_NAME: Final = "IPC_PIPE_DEFAULT"
 """The pipe name npipes 1.x used when none was given."""
+
+log = logging.getLogger("npipes")
 
 _Stream = TypeVar("_Stream")
 _Listening = TypeVar("_Listening")
@@ -223,6 +231,7 @@ class IPC:
         self._unacked = 0
         self._header: bool | None = None
         self._arrived: deque[_Arrived] = deque()
+        self._peers_met = 0
         # Shared with the finalizer, so objects are closed at exit without warnings.
         self._state: dict[str, Connection | Listener | None] = {}
         self._finalizer = weakref.finalize(self, _close_all, self._state)
@@ -241,6 +250,13 @@ class IPC:
         while no peer is connected (the IPC connects or listens again as needed)."""
         conn = self._state.get("conn")
         return conn.peer if isinstance(conn, Connection) else None
+
+    @property
+    def reconnects(self) -> int:
+        """How many times this IPC met a new peer after losing one (the other side
+        restarted or went away), like :attr:`Connection.reconnects`; each is logged
+        at INFO on the ``npipes`` logger."""
+        return max(0, self._peers_met - 1)
 
     def send_message(self, message: Payload, crc: bool = False) -> None:
         """Send ``message`` (``str`` arrives as ``str``, bytes as ``bytes``).
@@ -504,8 +520,10 @@ class IPC:
             ),
             lambda: listen(self.name, max_message_size=self.max_message_size, framing=self.framing),
         )
-        key = "conn" if isinstance(got, Connection) else "listener"
-        self._state[key] = got
+        if isinstance(got, Connection):
+            self._met(got)
+        else:
+            self._state["listener"] = got
 
     def _connection(self, deadline: Deadline) -> Connection:
         self._check_open()  # close() from another thread: do not meet a new peer
@@ -523,8 +541,20 @@ class IPC:
         listener = self._state["listener"]
         assert isinstance(listener, Listener)
         conn = listener.accept(timeout=deadline.remaining())
-        self._state["conn"] = conn
+        self._met(conn)
         return conn
+
+    def _met(self, conn: Connection) -> None:
+        """``conn`` is the new peer's connection: keep it, count a reconnect after the first."""
+        self._state["conn"] = conn
+        self._peers_met += 1
+        if self._peers_met > 1:
+            log.info(
+                "IPC %r met a new peer (pid %s); reconnect number %d",
+                self.name,
+                conn.peer.pid,
+                self.reconnects,
+            )
 
     def _drop(self) -> None:
         """Forget the current peer (a listening side keeps its listener for the next)."""
