@@ -105,6 +105,19 @@ def fifo_out_of_descriptors(name: str) -> None:
         assert reader is not None
 
 
+def long_parent_parts(base: str) -> list[str]:
+    """Directory names that take ``base`` to a 97-character parent, each at least one
+    character long whatever ``len(base)`` is (up to 95: a 60-character base once ended
+    with an empty name, a mkdir of the parent again, and failed at random in CI)."""
+    parts: list[str] = []
+    length = len(base)
+    while length < 97 - 10:  # leaves 1 to 9 characters for the last name
+        parts.append("d" * 8)
+        length += 9
+    parts.append("e" * (97 - length - 1))
+    return parts
+
+
 def listen_long_path_beside_a_thread(base: str) -> None:
     """Listen (``allow_other_users``) 300 times on a path too long for the temporary
     name next to it, while another thread creates files with mode 0666 under umask 022.
@@ -119,11 +132,9 @@ def listen_long_path_beside_a_thread(base: str) -> None:
 
     os.umask(0o022)
     parent = base
-    while len(parent) < 97 - 9:
-        parent = os.path.join(parent, "d" * 8)
+    for part in long_parent_parts(base):
+        parent = os.path.join(parent, part)
         os.mkdir(parent)
-    parent = os.path.join(parent, "e" * (97 - len(parent) - 1))
-    os.mkdir(parent)
     path = os.path.join(parent, "s.sock")  # 104 bytes: fits sun_path, PARENT/.XXXXXXXX/s does not
     files = os.path.join(base, "files")
     os.mkdir(files)

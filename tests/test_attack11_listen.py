@@ -14,11 +14,21 @@ from pathlib import Path
 
 import pytest
 
+import attack11_peers
 import npipes
 import posix_peers
 from npipes.errors import NpipesError
 
 PEERS = str(Path(__file__).with_name("attack11_peers.py"))
+
+
+@pytest.mark.parametrize("base_length", range(20, 96))
+def test_the_long_parent_fits_every_base_length(base_length: int) -> None:
+    """The helper below builds a 97-character parent; every name in it is non-empty."""
+    base = "/" + "b" * (base_length - 1)
+    parts = attack11_peers.long_parent_parts(base)
+    assert all(parts)
+    assert len(os.path.join(base, *parts)) == 97
 
 
 @pytest.mark.posix
