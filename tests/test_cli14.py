@@ -493,6 +493,8 @@ def test_serve_verbose_logs_each_answer(pipe_name: str) -> None:
         _, err = server.communicate(timeout=60)
     assert stop_code is None
     assert b"answering a text message" in err
+    assert b"accepted a client" in err  # -v logs connect, accept and close (issue 14 §1)
+    assert b"closed a connection" in err
 
 
 def test_recv_verbose_logs_meeting_and_close(pipe_name: str) -> None:
@@ -502,6 +504,8 @@ def test_recv_verbose_logs_meeting_and_close(pipe_name: str) -> None:
     assert code == 0, err
     assert out.strip() == b"x"
     assert b"meeting a peer" in err
+    # whichever side came first listened: the receiver logs the accept or the connect
+    assert b"accepted a client" in err or b"connected to" in err
     assert b"closed" in err
 
 

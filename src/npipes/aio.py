@@ -835,6 +835,8 @@ class Connection:
                 (checked before anything is closed).
         """
         flush = _deadline(flush_timeout)
+        if not self._closed_here:
+            log.debug("closed a connection on %s", self.address)
         self._closed_here = True
         if self._closed_in_forked_child():
             return
@@ -975,6 +977,7 @@ class Listener:
         except NpipesError as exc:
             self._settings.annotate(exc, self.address)
             raise
+        log.debug("accepted a client on %s (pid %s)", self.address, peer.pid)
         return Connection(
             transport,
             protocol,
@@ -1032,6 +1035,7 @@ async def _open(settings: Settings, deadline: Deadline) -> Connection:
         settings.annotate(exc)
         raise
     conn = Connection(transport, protocol, peer, settings)
+    log.debug("connected to %s (pid %s)", settings.address.path, peer.pid)
     if settings.authkey is not None:
         await conn._handshake(connect_side(settings.authkey), deadline.remaining())
     return conn

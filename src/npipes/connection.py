@@ -802,6 +802,7 @@ class Connection:
         self._closing.set()
         self._core.close()
         self._stream.close()
+        log.debug("closed a connection on %s", self.address)
 
     def abort(self) -> None:
         """Close at once. Sync sends finish before they return, so nothing of
@@ -893,7 +894,10 @@ class Listener:
         except NpipesError as exc:
             self._settings.annotate(exc, self.address)
             raise
-        return Connection(stream, self._settings, address=self.address, authkey_side=accept_side)
+        conn = Connection(stream, self._settings, address=self.address, authkey_side=accept_side)
+        if log.isEnabledFor(logging.DEBUG):  # the peer's pid may cost a system call
+            log.debug("accepted a client on %s (pid %s)", self.address, conn.peer.pid)
+        return conn
 
     def __iter__(self) -> Iterator[Connection]:
         """Accept connections until the listener is closed; a client that fails
@@ -1020,6 +1024,8 @@ def _open(settings: Settings, deadline: Deadline) -> Connection:
         settings.annotate(exc)
         raise
     conn = Connection(stream, settings)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("connected to %s (pid %s)", settings.address.path, conn.peer.pid)
     if settings.authkey is not None:
         conn._handshake(connect_side(settings.authkey), deadline.remaining())
     return conn
