@@ -156,7 +156,7 @@ class Proc:
 
 def bridge(host: Path | None, *args: str) -> Proc:
     """Start a bridge; wait for its ready line."""
-    proc = Proc(["-m", "bridge14_run", *args], host)
+    proc = Proc(["-m", "npipes", "bridge", *args], host)  # the real command
     proc.wait_err("ready:")
     return proc
 

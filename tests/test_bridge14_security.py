@@ -134,7 +134,7 @@ def test_curve_refuses_wrong_keys(
 def _run_bridge(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent / "src")]))
     return subprocess.run(
-        [sys.executable, "-m", "bridge14_run", "--name", "unused", *args],
+        [sys.executable, "-m", "npipes", "bridge", "--name", "unused", *args],
         capture_output=True,
         text=True,
         timeout=60,
