@@ -189,3 +189,25 @@ def test_main_runs_as_a_file(tmp_path: Path) -> None:
     done = _python(code, tmp_path)
     assert done.returncode == 0, done.stderr
     assert "raw-socket" in done.stdout
+
+
+@pytest.mark.posix  # it measures the POSIX backend (and says so on Windows)
+def test_percall_prints_every_layer_as_a_number() -> None:
+    """``python -m benchmarks.percall`` (the per-call table of docs/performance.md) runs
+    and prints one row per layer, each a number of microseconds: a smoke test, no timing."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.percall", "--rounds", "3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| `")]
+    assert len(rows) >= 8, done.stdout
+    for row in rows:
+        assert float(row.rstrip(" |").rsplit("|", 1)[1]) >= 0, row
+    from npipes import _accel
+
+    mode = "C accelerator" if _accel.ACCELERATED else "pure Python"
+    assert mode in done.stdout.splitlines()[0]
