@@ -54,6 +54,9 @@ from npipes._names import resolve
         ("recv", "--timeout", "-1"),
         ("send", "--name", "a b", "hi"),
         ("serve", "--echo", "--max-clients", "0"),
+        ("serve", "--exec", "cat", "--max-reply", "-1"),
+        ("ping", "--interval", "-1"),
+        ("ping", "--interval", "nan"),
         ("bridge",),
         ("nosuchcommand",),
     ],
@@ -281,6 +284,53 @@ def test_serve_echo_and_ping_summary(pipe_name: str) -> None:
         assert summary.startswith("round trip min/median/p99 = ")
         lo, mid, hi = (float(x) for x in summary.split("= ")[1].split(" ")[0].split("/"))
         assert 0 < lo <= mid <= hi
+    finally:
+        stop(server)
+
+
+def test_ping_interval_paces_the_trips(pipe_name: str) -> None:
+    """``--interval`` pauses between trips: 3 trips at 0.5 s take at least 1 s (a lower
+    bound only: sleeping is not performance)."""
+    server = start_server("--echo", "--name", pipe_name)
+    try:
+        began = time.monotonic()
+        result = run(
+            "ping", "--name", pipe_name, "--count", "3", "--interval", "0.5", "--timeout", LONG
+        )
+        took = time.monotonic() - began
+        assert result.returncode == 0, result.stderr
+        assert "3 sent, 3 received, 0 lost" in result.stdout.decode()
+        assert took >= 1.0
+    finally:
+        stop(server)
+
+
+def test_serve_max_clients_serves_that_many_at_once(pipe_name: str) -> None:
+    """``--max-clients 1``: a second client waits (in connect on Windows, for its reply
+    on POSIX) while the first is connected, then is served."""
+    import threading
+
+    server = start_server("--echo", "--max-clients", "1", "--name", pipe_name)
+    replies: list[object] = []
+
+    def second_client() -> None:
+        try:
+            with npipes.connect(pipe_name, timeout=float(LONG)) as second:
+                second.send("two")
+                replies.append(second.recv(timeout=float(LONG)))
+        except Exception as exc:  # noqa: BLE001 - checked below
+            replies.append(exc)
+
+    try:
+        with npipes.connect(pipe_name, timeout=float(LONG)) as first:
+            first.send("one")
+            assert first.recv(timeout=float(LONG)) == "one"
+            thread = threading.Thread(target=second_client)
+            thread.start()
+            thread.join(1.5)
+            assert replies == []  # no slot while the first is connected
+        thread.join(float(LONG))
+        assert replies == ["two"]
     finally:
         stop(server)
 
