@@ -126,7 +126,10 @@ def test_requests_survive_5_server_restarts(
     assert records[-1].getMessage().endswith(f"reconnect number {RESTARTS}")
 
 
-def test_aio_requests_survive_5_server_restarts(pipe_name: str) -> None:
+def test_aio_requests_survive_5_server_restarts(
+    pipe_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="npipes")
     servers = Incarnations(pipe_name, die_before_reply=True)
     servers.start(0, serve=10)
     errors: list[BaseException] = []
@@ -146,6 +149,12 @@ def test_aio_requests_survive_5_server_restarts(pipe_name: str) -> None:
     assert not errors, errors
     servers.wait_done()
     _check_all_received(servers, sent)
+    # Each reconnect is logged at INFO on the npipes logger, as in the sync front end.
+    records = [
+        r for r in caplog.records if r.name == "npipes" and "reconnected to" in r.getMessage()
+    ]
+    assert len(records) == RESTARTS
+    assert all(r.levelno == logging.INFO for r in records)
 
 
 # -- send-based: the server drains what was sent before it goes away -----------------
