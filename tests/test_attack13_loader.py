@@ -62,7 +62,13 @@ def probe(
 
 
 def _built() -> bool:
-    return any(PACKAGE.glob("_speedups.*.so")) or any(PACKAGE.glob("_speedups.*.pyd"))
+    """Whether this interpreter's build is there (a checkout may hold other versions')."""
+    import importlib.machinery
+
+    return any(
+        (PACKAGE / f"_speedups{suffix}").exists()
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES
+    )
 
 
 GOOD_FRAME = (b"NP\x01\x00" + bytes(4) + (1).to_bytes(8, "little") + b"x").hex()
