@@ -22,8 +22,7 @@ local npipes programs on two hosts without changing their code. Choices:
   to its local program. When the far side is slow, the window fills, this bridge
   stops reading its local connection and the local sender blocks. The bytes
   inside both bridges and ZeroMQ stay under ``max_queue_bytes`` plus one message
-  per direction. A far peer that ignores its credit is held by ``RCVHWM``
-  (4 messages, each up to the message size limit) and TCP. The
+  per direction (``SNDHWM``/``RCVHWM`` bound the message count as well). The
   window is reset only when a connection that completed its ZeroMQ handshake
   ends (monitor events): a port scan or a refused key does not reset it.
 - Restart or link drop: messages in flight (sent but not acknowledged: at most
@@ -83,12 +82,7 @@ InsecureEndpointError = wire.InsecureEndpointError
 log = logging.getLogger("npipes.bridge")
 
 DEFAULT_MAX_QUEUE_BYTES: Final = 8 * 1024 * 1024
-_HWM: Final = 1000  # messages we queue to send; the byte window is the real bound
-_RCVHWM: Final = 4
-"""Messages ZeroMQ may hold for us before its I/O thread stops reading TCP. The
-window bounds an honest far bridge; this bounds one that ignores its credit (it
-can make us hold at most this many messages, each up to the message size limit,
-plus what TCP buffers), without dropping anything an honest one sends."""
+_HWM: Final = 1000  # messages; the byte window is the real bound
 _POLL_MS: Final = 500
 
 
@@ -268,7 +262,7 @@ class Bridge:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IMMEDIATE, 1)  # no queue for a peer that is not there
         sock.setsockopt(zmq.SNDHWM, _HWM)
-        sock.setsockopt(zmq.RCVHWM, _RCVHWM)
+        sock.setsockopt(zmq.RCVHWM, _HWM)
         sock.setsockopt(zmq.HEARTBEAT_IVL, 2000)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 10000)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
