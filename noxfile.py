@@ -116,7 +116,7 @@ def tests(session: nox.Session) -> None:
         # one where they have no wheel): drop this interpreter's build, left by the install
         # above or an earlier run (the editable build lives beside the sources), and install
         # npipes again with every compile failing.
-        session.run("python", "-c", _REMOVE_THIS_BUILD)
+        session.run_install("python", "-c", _REMOVE_THIS_BUILD)
         session.install(
             "--no-deps", "--force-reinstall", "-e", ".", env={"CC": "false", "CXX": "false"}
         )
