@@ -467,3 +467,29 @@ def test_requests_survive_a_server_killed_5_times(pipe_name: str) -> None:
         assert conn.reconnects >= RESTARTS
     _event(queues[-1], "done")
     assert finish(procs[-1]) == 0
+
+
+def test_ipc_receiver_taking_its_next_sender_logs_at_debug_only(
+    pipe_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A long-running receiver serving short-lived senders (1.x style) counts each new
+    sender after the first, but logs it at DEBUG: INFO is for a sender that lost its
+    receiver (review: one INFO line per client was noise)."""
+    import subprocess
+    import sys
+
+    from npipes.ipc import IPC
+
+    caplog.set_level(logging.DEBUG, logger="npipes")
+    send = (
+        "import sys; from npipes.ipc import IPC;"
+        " IPC(sys.argv[1], timeout=60).send_message(sys.argv[2])"
+    )
+    with IPC(pipe_name, timeout=WAIT) as ipc:  # first: it listens
+        for text in ("one", "two", "three"):
+            sender = subprocess.Popen([sys.executable, "-c", send, pipe_name, text])
+            assert ipc.receive_message() == text
+            assert sender.wait(timeout=WAIT) == 0
+        assert ipc.reconnects == 2
+    met = [r for r in caplog.records if "met a new peer" in r.getMessage()]
+    assert [r.levelno for r in met] == [logging.DEBUG, logging.DEBUG]

@@ -232,6 +232,7 @@ class IPC:
         self._header: bool | None = None
         self._arrived: deque[_Arrived] = deque()
         self._peers_met = 0
+        self._sending = False  # the call under way is a send_message (for the log level)
         # Shared with the finalizer, so objects are closed at exit without warnings.
         self._state: dict[str, Connection | Listener | None] = {}
         self._finalizer = weakref.finalize(self, _close_all, self._state)
@@ -254,8 +255,9 @@ class IPC:
     @property
     def reconnects(self) -> int:
         """How many times this IPC met a new peer after losing one (the other side
-        restarted or went away), like :attr:`Connection.reconnects`; each is logged
-        at INFO on the ``npipes`` logger."""
+        restarted or went away), like :attr:`Connection.reconnects`. Logged on the
+        ``npipes`` logger: at INFO when a ``send_message`` met the new peer, at DEBUG
+        when a ``receive_message`` did (a receiver taking its next sender)."""
         return max(0, self._peers_met - 1)
 
     def send_message(self, message: Payload, crc: bool = False) -> None:
@@ -283,6 +285,7 @@ class IPC:
         self._check_open()
         deadline = Deadline(self.timeout)
         with self._one_call(deadline):
+            self._sending = True
             try:
                 if self._acknowledged:
                     self._send_acknowledged(message, crc, deadline)
@@ -292,6 +295,8 @@ class IPC:
                 raise self._timed_out(
                     exc, "no peer took the message", "is a receive_message running there?"
                 ) from exc
+            finally:
+                self._sending = False
 
     def receive_message(self, crc: bool = False) -> bytes | str:
         """Wait for the next message and return it (also kept in :attr:`message`).
@@ -545,11 +550,19 @@ class IPC:
         return conn
 
     def _met(self, conn: Connection) -> None:
-        """``conn`` is the new peer's connection: keep it, count a reconnect after the first."""
+        """``conn`` is the new peer's connection: keep it, count a reconnect after the first.
+
+        A sender that had to meet a new receiver logs it at INFO (as ``reconnect=True``
+        does); a receiver taking its next sender is its normal life (one per message with
+        1.x senders), logged at DEBUG."""
+        if self._closed:  # close() from another thread while this call met the peer
+            conn.close()
+            self._check_open()
         self._state["conn"] = conn
         self._peers_met += 1
         if self._peers_met > 1:
-            log.info(
+            log.log(
+                logging.INFO if self._sending else logging.DEBUG,
                 "IPC %r met a new peer (pid %s); reconnect number %d",
                 self.name,
                 conn.peer.pid,
