@@ -51,3 +51,48 @@ def test_a_listener_that_drops_every_client_gets_backoff_in_asyncio(pipe_name: s
     finally:
         proc.kill()
         proc.join(WAIT)
+
+
+def test_a_call_past_its_deadline_never_reconnects(pipe_name: str) -> None:
+    """A call whose deadline has passed raises PipeTimeoutError instead of reconnecting:
+    CI saw 88 reconnects in a 3 s call on a loaded machine, each new connection's drop
+    winning the race against the timed-out read. ``timeout=0`` is past its deadline at
+    the first failure, so it never reconnects; a call with time left still does."""
+    proc = start(attack12_peers.accept_and_close, pipe_name)
+    try:
+        conn = npipes.connect(pipe_name, reconnect=True, wait_for_listener=True, timeout=WAIT)
+        with conn:
+            time.sleep(0.5)  # the listener has dropped us: the end of stream is here
+            for _ in range(5):
+                with pytest.raises(npipes.PipeTimeoutError):
+                    conn.recv(timeout=0)
+            assert conn.reconnects == 0
+            with pytest.raises(npipes.PipeTimeoutError):
+                conn.recv(timeout=0.5)
+            assert 1 <= conn.reconnects <= MAX_RECONNECTS
+    finally:
+        proc.kill()
+        proc.join(WAIT)
+
+
+def test_an_aio_call_past_its_deadline_never_reconnects(pipe_name: str) -> None:
+    async def main() -> None:
+        conn = await npipes.aio.connect(
+            pipe_name, reconnect=True, wait_for_listener=True, timeout=WAIT
+        )
+        async with conn:
+            await asyncio.sleep(0.5)
+            for _ in range(5):
+                with pytest.raises(npipes.PipeTimeoutError):
+                    await conn.recv(timeout=0)
+            assert conn.reconnects == 0
+            with pytest.raises(npipes.PipeTimeoutError):
+                await conn.recv(timeout=0.5)
+            assert 1 <= conn.reconnects <= MAX_RECONNECTS
+
+    proc = start(attack12_peers.accept_and_close, pipe_name)
+    try:
+        asyncio.run(main())
+    finally:
+        proc.kill()
+        proc.join(WAIT)

@@ -644,9 +644,13 @@ class Connection:
             except ConnectionClosedError as exc:
                 if not self._may_reconnect(exc):
                     raise
+                last = exc
             pause, left = backoff.pause(), deadline.remaining()
             if pause:
                 await asyncio.sleep(pause if left is None else max(0.0, min(pause, left)))
+            late = _reconnect.out_of_time(deadline, last)
+            if late is not None:
+                raise self._core_error(late) from last
             await self._reconnect(deadline, generation)
 
     def _may_reconnect(self, exc: BaseException) -> bool:

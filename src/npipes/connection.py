@@ -556,9 +556,13 @@ class Connection:
             except ConnectionClosedError as exc:
                 if not self._may_reconnect(exc):
                     raise
+                last = exc
             pause, left = backoff.pause(), deadline.remaining()
             if pause:
                 self._closing.wait(pause if left is None else max(0.0, min(pause, left)))
+            late = _reconnect.out_of_time(deadline, last)
+            if late is not None:
+                raise self._core_annotated(late) from last
             self._reconnect(deadline, generation)
 
     def _may_reconnect(self, exc: BaseException) -> bool:
