@@ -110,3 +110,10 @@ def test_proc_locks_lines_that_are_not_flocks_are_skipped() -> None:
     if holders is None:
         pytest.skip("no /proc/locks on this system")
     assert all(isinstance(pid, int) for pid in holders.values())
+
+
+def test_a_socket_that_cannot_be_probed_counts_as_live() -> None:
+    """Never removed when in doubt: a probe that fails (here a path too long for a
+    socket address) says live; a missing file says not live."""
+    assert _cli_posix._probe_live("/" + "x" * 300) is True
+    assert _cli_posix._probe_live("/nonexistent-npipes-dir/s.sock") is False
