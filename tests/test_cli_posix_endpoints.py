@@ -4,7 +4,6 @@ file, locks held or not, systems without /proc/locks, unknown owners)."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
 import sys
@@ -15,7 +14,9 @@ import pytest
 
 pytestmark = pytest.mark.posix
 
-if sys.platform != "win32":
+if sys.platform != "win32":  # POSIX only, like this module (imported here so Windows collects it)
+    import fcntl
+
     from npipes import _cli_posix
 
 
