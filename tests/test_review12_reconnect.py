@@ -78,40 +78,79 @@ def test_aio_close_ends_a_reconnect_wait_with_wait_for_listener(pipe_name: str) 
     asyncio.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aio send with reconnect=True: a message still in the transport's buffer when"
-    " the peer dies is dropped with the transport and drain() returns as if it was sent,"
-    " so send() neither raises nor sends it again (the sync send fails in the OS write and"
-    " resends it). Fix: the protocol records at connection_lost whether the transport still"
-    " held unsent bytes, and send retries on the new connection when its drain ended so",
-)
-def test_aio_send_buffered_when_the_peer_died_is_sent_again(pipe_name: str) -> None:
-    """At-least-once for asyncio: a send whose message never left this process is sent again."""
-    big = b"m" * (16 << 20)  # far beyond the socket buffers: most of it waits in the transport
+BIG = b"m" * (16 << 20)  # far beyond the socket buffers: most of it waits in the transport
 
-    async def main() -> None:
-        listener = await npipes.aio.listen(pipe_name, max_message_size=None)
-        conn = await npipes.aio.connect(
-            pipe_name, timeout=WAIT, reconnect=True, max_message_size=None
-        )
-        first = await listener.accept(timeout=WAIT)  # never reads
-        sending = asyncio.ensure_future(conn.send(big, timeout=WAIT))
+
+async def _send_as_the_peer_dies(
+    listener: npipes.Listener, pipe_name: str, call: str, *, reconnect: bool
+) -> tuple[npipes.aio.Connection, asyncio.Future[object]]:
+    """Start ``conn.<call>(BIG)`` to a peer that never reads, wait until the
+    message waits in the transport's buffer, then kill the peer. The peer is a
+    sync connection: an asyncio one would read the message into its own buffer
+    (it reads ahead up to its size limit) and the transport's would empty."""
+    conn = await npipes.aio.connect(
+        pipe_name, timeout=WAIT, reconnect=reconnect, max_message_size=None
+    )
+    first = await asyncio.to_thread(listener.accept, timeout=WAIT)  # never reads
+    if call == "send":
+        sending = asyncio.ensure_future(conn.send(BIG, timeout=WAIT))
+    else:
+        sending = asyncio.ensure_future(conn.send_many([b"small", BIG], timeout=WAIT))
+    try:
         end = time.monotonic() + WAIT
         while conn._transport.get_write_buffer_size() == 0:
             assert time.monotonic() < end, "the message never queued in the transport"
             await asyncio.sleep(0.01)
-        accepting = asyncio.ensure_future(listener.accept(timeout=WAIT))
-        first.abort()  # the peer dies with the message unread
+    except BaseException:
+        sending.cancel()
+        await conn.aclose()
+        raise
+    finally:
+        first.close()  # the peer dies with the message unread
+    return conn, sending
+
+
+@pytest.mark.parametrize("call", ["send", "send_many"])
+def test_aio_send_buffered_when_the_peer_died_is_sent_again(pipe_name: str, call: str) -> None:
+    """At-least-once for asyncio: a send whose message never left this process is sent again."""
+
+    async def main(listener: npipes.Listener) -> None:
+        conn, sending = await _send_as_the_peer_dies(listener, pipe_name, call, reconnect=True)
+
+        def second_peer() -> list[bytes | str]:
+            with listener.accept(timeout=WAIT) as second:
+                return [second.recv(timeout=WAIT) for _ in range(2 if call == "send_many" else 1)]
+
+        receiving = asyncio.ensure_future(asyncio.to_thread(second_peer))
         try:
             await asyncio.wait_for(sending, WAIT)  # returned: sent again, or silently dropped
             assert conn.reconnects == 1, "send returned, its message lost with the transport"
-            second = await accepting
-            async with second:
-                assert await second.recv(timeout=WAIT) == big
+            expected = [b"small", BIG] if call == "send_many" else [BIG]
+            assert await asyncio.wait_for(receiving, WAIT) == expected
         finally:
-            accepting.cancel()
             await conn.aclose()
-            await listener.aclose()
+            await asyncio.gather(receiving, return_exceptions=True)
 
-    asyncio.run(main())
+    with npipes.listen(pipe_name, max_message_size=None) as listener:
+        asyncio.run(main(listener))
+
+
+@pytest.mark.parametrize("call", ["send", "send_many"])
+def test_aio_send_buffered_when_the_peer_died_raises_without_reconnect(
+    pipe_name: str, call: str
+) -> None:
+    """Without reconnect=True the same send raises ConnectionClosedError, as the sync
+    send does (its OS write fails): it never returns as if its message went out."""
+
+    async def main(listener: npipes.Listener) -> None:
+        conn, sending = await _send_as_the_peer_dies(listener, pipe_name, call, reconnect=False)
+        try:
+            with pytest.raises(npipes.ConnectionClosedError, match="peer closed"):
+                await asyncio.wait_for(sending, WAIT)
+            with pytest.raises(npipes.ConnectionClosedError):
+                await conn.send(b"after", timeout=WAIT)  # sending is over
+        finally:
+            await conn.aclose()
+
+    with npipes.listen(pipe_name, max_message_size=None) as listener:
+        asyncio.run(main(listener))

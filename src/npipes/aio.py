@@ -356,7 +356,9 @@ class Connection:
             MessageTooLargeError: above ``max_message_size``; nothing sent.
             PipeTimeoutError: the buffer did not drain in time (the message is
                 queued whole and will still go out; the connection stays usable).
-            ConnectionClosedError: the connection is closed.
+            ConnectionClosedError: the connection is closed, or the peer went away
+                before the message left this process (with ``reconnect=True`` it is
+                sent again on the new connection instead).
         """
         deadline = _deadline(timeout)  # a bad timeout fails before anything is written
         if not self._reconnecting:  # the hot path: _write_now and _write, inline
@@ -373,25 +375,18 @@ class Connection:
             if transport.is_closing():
                 self._check_written()
             if protocol._write_paused and not protocol.lost:  # else nothing to wait for
-                await self._wait(protocol.drain(), deadline, "send")
+                await self._wait(self._drained(protocol), deadline, "send")
             return
         generation = self._generation
+        write = self._writer(lambda: (self._core.encode(data, crc),))
         try:
-            self._write_now((self._core.encode(data, crc),))
+            await self._wait(write(), deadline, "send")
+            return
         except ConnectionClosedError as exc:
             if not self._may_reconnect(exc):
                 raise
-            # The message did not go out: send it again once reconnected (at-least-once).
-            await self._wait(
-                self._retrying(
-                    self._writer(lambda: (self._core.encode(data, crc),)), deadline, generation
-                ),
-                deadline,
-                "send",
-            )
-        protocol = self._protocol
-        if protocol._write_paused and not protocol.lost:  # else no await: nothing to wait for
-            await self._wait(protocol.drain(), deadline, "send")
+        # The message did not go out: send it again once reconnected (at-least-once).
+        await self._wait(self._retrying(write, deadline, generation), deadline, "send")
 
     def _write_now(self, writes: Iterable[Sequence[Buffer]]) -> None:
         """Hand whole frames to the transport (no await: frames never interleave).
@@ -405,11 +400,31 @@ class Connection:
             self._write(parts)
         self._check_written()
 
+    async def _drained(self, protocol: _StreamProtocol) -> None:
+        """Wait until the transport's buffer drained below its low-water mark.
+
+        Raises ConnectionClosedError if the connection was lost first: the
+        transport sends in order and the frame just written is the buffer's
+        tail, so it never left this process (as the sync send fails in its
+        OS write); with ``reconnect=True`` the caller sends it again.
+        """
+        await protocol.drain()
+        if protocol.lost and protocol._write_paused:  # lost, not resumed: bytes unsent
+            core = protocol.core  # this connection's, or one a reconnect replaced
+            core.send_failed(ConnectionClosedError("the peer closed the connection"))
+            core.check_sending()
+
     def _writer(
         self, encode: Callable[[], Iterable[Sequence[Buffer]]]
     ) -> Callable[[], Awaitable[None]]:
+        """One reconnectable attempt: write the frames, wait for them to leave
+        this process (the caller's ``_wait`` bounds the time)."""
+
         async def write() -> None:
             self._write_now(encode())
+            protocol = self._protocol
+            if protocol._write_paused and not protocol.lost:
+                await self._drained(protocol)
 
         return write
 
@@ -440,10 +455,10 @@ class Connection:
                 return writes
 
             await self._wait(self._retrying(self._writer(encode), deadline), deadline, "send")
-            count = counted[0]
+            return counted[0]
         protocol = self._protocol
         if protocol._write_paused and not protocol.lost:
-            await self._wait(protocol.drain(), deadline, "send")
+            await self._wait(self._drained(protocol), deadline, "send")
         return count
 
     async def request(
