@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 
 import pytest
 
 import npipes
-from npipes._names import SUN_PATH_MAX
+from npipes._backend import ListenOptions
+from npipes._deadline import Deadline
+from npipes._names import SUN_PATH_MAX, Address
+
+if sys.platform != "win32":  # POSIX only, like this module (imported here so Windows collects it)
+    from npipes._backend import unix
+    from npipes._backend.unix import UnixListener, UnixStream
 
 pytestmark = pytest.mark.posix
 
@@ -103,3 +110,56 @@ def test_socket_and_lock_files_deleted_under_a_live_listener(tmp_path: Path) -> 
     assert not os.path.exists(path)
     with npipes.listen(path) as again:  # the name is free again
         _echo_once(again, path)
+
+
+# -- the backend's corners, in process (each once hit only by a race in the suite) --
+
+
+def _backend_pair(tmp_path: Path) -> tuple[UnixListener, UnixStream, UnixStream]:
+    path = str(tmp_path / "b.sock")
+    raw = unix.listen(Address(path, path, None), ListenOptions())
+    client = unix.connect(Address(path, path, None), Deadline(10), wait_for_listener=False)
+    return raw, client, raw.accept(Deadline(10))
+
+
+def test_a_closed_backend_listener_refuses_accept_wait_and_client_checks(tmp_path: Path) -> None:
+    raw, client, server = _backend_pair(tmp_path)
+    client.close()
+    server.close()
+    raw.close()
+    with pytest.raises(npipes.ConnectionClosedError, match="the listener is closed"):
+        raw.accept(Deadline(1))
+    assert raw.client_waiting() is False
+    assert raw._start_wait() is None
+    raw._end_wait()  # no wait started by this thread: nothing to end
+    assert unix.wait_any([raw], Deadline(1)) == [0]  # closed: reported at once
+
+
+def test_wait_any_reports_a_closed_stream_at_once(tmp_path: Path) -> None:
+    raw, client, server = _backend_pair(tmp_path)
+    try:
+        server.close()  # its descriptor is gone: it cannot be watched
+        assert unix.wait_any([client, server], Deadline(5)) == [1]
+    finally:
+        client.close()
+        raw.close()
+
+
+def test_unclosed_backend_objects_warn_and_close(tmp_path: Path) -> None:
+    raw, client, server = _backend_pair(tmp_path)
+    path = raw.address
+    with pytest.warns(ResourceWarning, match="unclosed npipes stream"):
+        client.__del__()
+    assert client._closed
+    server.close()
+    with pytest.warns(ResourceWarning, match="unclosed npipes listener"):
+        raw.__del__()
+    assert raw.closed
+    assert not os.path.exists(path)  # closing removed its socket file
+
+
+def test_a_private_directory_that_cannot_be_created_is_a_typed_error(tmp_path: Path) -> None:
+    """The error says which directory is missing, not "nobody listens there"."""
+    missing = tmp_path / "missing"
+    with pytest.raises(npipes.PipeNotFoundError, match=f"{missing} does not exist; create it"):
+        unix.ensure_private_dir(str(missing / "dir"), create=True)

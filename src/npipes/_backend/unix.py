@@ -295,6 +295,12 @@ def ensure_private_dir(path: str, *, create: bool) -> None:
             os.mkdir(path, 0o700)
         except FileExistsError:
             pass
+        except FileNotFoundError as exc:  # not "nobody listens there": the advice is wrong here
+            raise PipeNotFoundError(
+                f"cannot create the private directory {path}: {os.path.dirname(path)} does not"
+                " exist; create it, or point TMPDIR or XDG_RUNTIME_DIR at a directory that does",
+                address=path,
+            ) from exc
         except OSError as exc:
             raise translate_os_error(exc, "create directory", address=path) from exc
     try:
