@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import os
 import socket
 import sys
@@ -129,7 +130,7 @@ async def _finish_connect(  # pragma: no cover - after EINPROGRESS (BSD/macOS on
         loop.remove_writer(fd)
 
 
-_Pending = tuple["asyncio.Future[tuple[asyncio.BaseTransport, Any]]", "PeerInfo"]
+_Pending = tuple["asyncio.Future[tuple[asyncio.BaseTransport, Any]]", "PeerInfo", socket.socket]
 
 
 @final
@@ -164,7 +165,7 @@ class AioListener:
         while True:
             self._raise_if_closed()
             if self._pending:
-                future, peer = self._pending.popleft()
+                future, peer, sock = self._pending.popleft()
             else:
                 try:
                     sock, _ = self._raw.listening_socket.accept()
@@ -189,9 +190,10 @@ class AioListener:
                 transport, protocol = await asyncio.shield(future)
             except asyncio.CancelledError:
                 if not future.cancelled():
-                    self._pending.appendleft((future, peer))  # for the next accept
+                    self._pending.appendleft((future, peer, sock))  # for the next accept
                 raise
             except OSError:
+                sock.close()  # asyncio closes it only if it made a transport: no leak
                 continue  # the client left while its transport was set up
             return transport, protocol, peer
 
@@ -228,10 +230,14 @@ class AioListener:
             readable.set_result(None)
         self._raw.close()
         while self._pending:  # taken from the kernel, never handed out
-            future, _ = self._pending.popleft()
-            future.add_done_callback(_close_transport)
+            future, _, sock = self._pending.popleft()
+            future.add_done_callback(functools.partial(_close_transport, sock))
 
 
-def _close_transport(future: asyncio.Future[tuple[asyncio.BaseTransport, Any]]) -> None:
+def _close_transport(
+    sock: socket.socket, future: asyncio.Future[tuple[asyncio.BaseTransport, Any]]
+) -> None:
     if not future.cancelled() and future.exception() is None:
         future.result()[0].close()
+    else:
+        sock.close()  # no transport owns it
