@@ -130,6 +130,7 @@ class ConnectionCore:
         self.address = address
         self.state = State.OPEN
         self.reason = ""  # why the connection broke or closed, for later errors
+        self.broken_by: BaseException | None = None  # the error that broke it, if one did
         self.message_mode: Final = message_mode
         self._message_ends = codec.message_based  # reads end messages for this framing
         self._unended = 0  # bytes of a pipe message whose end has not arrived yet
@@ -179,11 +180,15 @@ class ConnectionCore:
             self.reason = reason
         self.state = State.CLOSED
 
-    def break_(self, reason: str) -> None:
-        """Framing is lost (a frame torn in either direction): the stream must be closed."""
+    def break_(self, reason: str, cause: BaseException | None = None) -> None:
+        """Framing is lost (a frame torn in either direction): the stream must be closed.
+
+        ``cause``: the received error that broke it (the peer leaving mid-message is
+        told apart from a protocol error by it: see ``_reconnect.may_reconnect``)."""
         if self.state is State.OPEN:
             self.state = State.BROKEN
             self.reason = reason
+            self.broken_by = cause
 
     def annotate(self, exc: BaseException) -> None:
         """Give an npipes error this connection's name and address (if it has none)."""
@@ -444,7 +449,7 @@ class ConnectionCore:
     def _decode_failed(self, exc: NpipesError) -> None:
         self.annotate(exc)
         if isinstance(exc, IncompleteMessageError) or self._decoder.broken:
-            self.break_(str(exc))
+            self.break_(str(exc), exc)
 
     def decode_available(self) -> None:
         """Decode what has arrived into the queue, within the read-ahead budget."""

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
 from ._deadline import seconds
+from ._protocol import State
 from .errors import (
     ConnectionClosedError,
     PipeBusyError,
@@ -32,6 +33,7 @@ from .errors import (
 if TYPE_CHECKING:
     from ._deadline import Deadline
     from ._options import Settings
+    from ._protocol import ConnectionCore
 
 __all__ = [
     "FIRST_DELAY",
@@ -41,6 +43,7 @@ __all__ = [
     "attempt_settings",
     "delays",
     "gave_up",
+    "may_reconnect",
     "out_of_time",
     "peer_gone",
 ]
@@ -101,6 +104,23 @@ def peer_gone(exc: BaseException) -> bool:
     dropped for being slow is the publisher's decision, not a restart.
     """
     return isinstance(exc, ConnectionClosedError) and not isinstance(exc, SlowSubscriberError)
+
+
+def may_reconnect(
+    enabled: bool, closed_here: bool, core: ConnectionCore, exc: BaseException
+) -> bool:
+    """Whether a call that failed with ``exc`` on ``core`` reconnects and tries again.
+
+    Only with ``reconnect=True``, never after this side's ``close()``, only when the
+    peer is gone (:func:`peer_gone`), and never on a connection that an error other
+    than the peer leaving broke (a protocol error, a send torn by a timeout or an
+    interrupt): its later calls raise instead, on every thread or task, whichever
+    call met the error first (a send waiting on the transport included).
+    """
+    if not (enabled and not closed_here and peer_gone(exc)):
+        return False
+    cause = core.broken_by
+    return core.state is not State.BROKEN or (cause is not None and peer_gone(cause))
 
 
 def out_of_time(deadline: Deadline, last: BaseException) -> PipeTimeoutError | None:

@@ -92,6 +92,9 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._write_paused = False
         self._read_paused = False
+        # Frames handed to the transport: a send waiting for the buffer to drain
+        # tells from it whether its frame is still the buffer's tail.
+        self.writes = 0
         self._scratch: memoryview | None = None  # the thread's scratch buffer, see get_buffer
         self._scratch_read = False
         # Not where a read is a message (framing="raw"): its room is the size limit.
@@ -253,7 +256,6 @@ class Connection:
         # call failed on an older transport that another task already reconnected.
         self._reconnect_lock = asyncio.Lock()
         self._generation = 0
-        self._fatal_core: ConnectionCore | None = None  # broken by an error that never reconnects
         self._reconnecting: Final = settings.reconnect
 
     def __repr__(self) -> str:
@@ -275,8 +277,6 @@ class Connection:
         if self._core.state is not State.OPEN:
             if self._core.state is State.BROKEN:
                 self._transport.abort()
-                if not _reconnect.peer_gone(exc):
-                    self._fatal_core = self._core  # reconnect=True: never reconnects
             else:
                 self._transport.close()  # flushes what is queued
 
@@ -318,6 +318,7 @@ class Connection:
         # All parts now, with no await between them: frames never interleave.
         # Only bytes may be kept by the transport: other buffers could change
         # after the call (Python 3.12+ transports keep views), so they are copied.
+        self._protocol.writes += 1
         write = self._transport.write
         if len(parts) == 1:  # the common case: a small frame, already one bytes object
             part = parts[0]
@@ -356,9 +357,10 @@ class Connection:
             MessageTooLargeError: above ``max_message_size``; nothing sent.
             PipeTimeoutError: the buffer did not drain in time (the message is
                 queued whole and will still go out; the connection stays usable).
-            ConnectionClosedError: the connection is closed, or the peer went away
-                before the message left this process (with ``reconnect=True`` it is
-                sent again on the new connection instead).
+            ConnectionClosedError: the connection is closed (here, by ``abort()``
+                or an ``aclose()`` whose flush timed out, or by the peer), or the
+                peer went away while this message waited in the buffer (with
+                ``reconnect=True`` it is sent again on the new connection instead).
         """
         deadline = _deadline(timeout)  # a bad timeout fails before anything is written
         if not self._reconnecting:  # the hot path: _write_now and _write, inline
@@ -370,12 +372,13 @@ class Connection:
                 self._core.check_sending()
             if len(parts) == 1 and type(part := parts[0]) is bytes and MAX_WRITE is None:
                 transport.write(part)
+                protocol.writes += 1
             else:
                 self._write(parts)
             if transport.is_closing():
                 self._check_written()
             if protocol._write_paused and not protocol.lost:  # else nothing to wait for
-                await self._wait(self._drained(protocol), deadline, "send")
+                await self._wait(self._drained(protocol, protocol.writes), deadline, "send")
             return
         generation = self._generation
         write = self._writer(lambda: (self._core.encode(data, crc),))
@@ -400,16 +403,24 @@ class Connection:
             self._write(parts)
         self._check_written()
 
-    async def _drained(self, protocol: _StreamProtocol) -> None:
+    async def _drained(self, protocol: _StreamProtocol, mine: int) -> None:
         """Wait until the transport's buffer drained below its low-water mark.
 
-        Raises ConnectionClosedError if the connection was lost first: the
-        transport sends in order and the frame just written is the buffer's
-        tail, so it never left this process (as the sync send fails in its
-        OS write); with ``reconnect=True`` the caller sends it again.
+        ``mine``: ``protocol.writes`` just after this call's frame was written.
+        Raises ConnectionClosedError if the connection was lost first while
+        that frame was still the buffer's tail (the transport sends in order):
+        it never fully left this process, as when the sync send fails in its OS
+        write. With a frame written after it (another task's), whether it went
+        out is unknown: with ``reconnect=True`` it raises too, so the caller
+        sends it again (at-least-once); without, the send returns, as it would
+        have had the loss come a moment later (no error for a delivered message).
         """
         await protocol.drain()
-        if protocol.lost and protocol._write_paused:  # lost, not resumed: bytes unsent
+        if (
+            protocol.lost
+            and protocol._write_paused
+            and (protocol.writes == mine or self._reconnecting)
+        ):
             core = protocol.core  # this connection's, or one a reconnect replaced
             core.send_failed(ConnectionClosedError("the peer closed the connection"))
             core.check_sending()
@@ -424,7 +435,7 @@ class Connection:
             self._write_now(encode())
             protocol = self._protocol
             if protocol._write_paused and not protocol.lost:
-                await self._drained(protocol)
+                await self._drained(protocol, protocol.writes)
 
         return write
 
@@ -458,7 +469,7 @@ class Connection:
             return counted[0]
         protocol = self._protocol
         if protocol._write_paused and not protocol.lost:
-            await self._wait(self._drained(protocol), deadline, "send")
+            await self._wait(self._drained(protocol, protocol.writes), deadline, "send")
         return count
 
     async def request(
@@ -669,11 +680,8 @@ class Connection:
             await self._reconnect(deadline, generation)
 
     def _may_reconnect(self, exc: BaseException) -> bool:
-        return (
-            self._settings.reconnect
-            and not self._closed_here
-            and self._fatal_core is not self._core
-            and _reconnect.peer_gone(exc)
+        return _reconnect.may_reconnect(
+            self._settings.reconnect, self._closed_here, self._core, exc
         )
 
     async def _reconnect(self, deadline: Deadline, generation: int) -> None:

@@ -141,7 +141,6 @@ class Connection:
         # call failed on an older stream that another thread already reconnected.
         self._reconnect_lock = threading.Lock()
         self._generation = 0
-        self._fatal_core: ConnectionCore | None = None  # broken by an error that never reconnects
         self._closing = threading.Event()  # close() ends a reconnect's backoff wait
 
     def __repr__(self) -> str:
@@ -169,7 +168,6 @@ class Connection:
         rule(exc)
         if core.state is not State.OPEN:
             self._stream.close()
-            self._note_fatal(exc)
         if (
             self._closed_here
             and type(exc) is not ConnectionClosedError
@@ -181,13 +179,6 @@ class Connection:
     def _decoded_error(self, exc: BaseException) -> None:
         if self._core.state is not State.OPEN:
             self._stream.close()
-            self._note_fatal(exc)
-
-    def _note_fatal(self, exc: BaseException) -> None:
-        """Remember that an error other than "peer gone" broke the current connection:
-        with ``reconnect=True`` its later calls raise instead of reconnecting."""
-        if self._core.state is State.BROKEN and not _reconnect.peer_gone(exc):
-            self._fatal_core = self._core
 
     # -- sending ------------------------------------------------------------
 
@@ -566,11 +557,8 @@ class Connection:
             self._reconnect(deadline, generation)
 
     def _may_reconnect(self, exc: BaseException) -> bool:
-        return (
-            self._settings.reconnect
-            and not self._closed_here
-            and self._fatal_core is not self._core
-            and _reconnect.peer_gone(exc)
+        return _reconnect.may_reconnect(
+            self._settings.reconnect, self._closed_here, self._core, exc
         )
 
     def _reconnect(self, deadline: Deadline, generation: int) -> None:
