@@ -327,7 +327,11 @@ def test_exec_reply_types_follow_the_message_and_the_output() -> None:
     """Text in, UTF-8 out: text; text in, other bytes out: bytes; bytes in: bytes."""
     running: set[subprocess.Popen[bytes]] = set()
     upper = _exec_responder(
-        _python("import sys; sys.stdout.write(sys.stdin.read().upper())"),
+        # Binary I/O in CMD: its text streams use the locale's encoding (cp1252 on Windows).
+        _python(
+            "import sys; sys.stdout.buffer.write("
+            "sys.stdin.buffer.read().decode('utf-8').upper().encode('utf-8'))"
+        ),
         WAIT,
         running,
         "npipes",
